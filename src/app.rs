@@ -1,0 +1,249 @@
+//! Composition: open the store, load the scheduler's queue, start the writer, build the pingora
+//! server with its three services (ingest listener, delivery, admin), run it, and join the
+//! writer once every service has stopped.
+
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, GenBackgroundService};
+use pingora::services::listening::Service;
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, AdminState};
+use crate::clock;
+use crate::config::Config;
+use crate::deliver::Deliverer;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::schedule::{InFlight, Queue, Scheduler};
+use crate::sender::ReqwestSender;
+use crate::shutdown::Drain;
+use crate::store::Store;
+use crate::store::writer::{self, WriterHandle};
+
+/// Longest wait between prune passes when nothing is known to expire sooner.
+const PRUNE_IDLE: Duration = Duration::from_secs(3600);
+/// How long to wait for the writer to finish its last batch after the services stopped.
+const WRITER_JOIN: Duration = Duration::from_secs(10);
+
+/// Runs the sidecar until a signal stops it.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    // Fail before anything starts if a port is taken; pingora would only log it.
+    drop(
+        TcpListener::bind(config.ingest.listen)
+            .with_context(|| format!("ingest.listen {}: cannot bind", config.ingest.listen))?,
+    );
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .with_context(|| format!("admin.listen {}: cannot bind", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
+
+    let store = Store::open(&config.store.path)?;
+    let metrics = Metrics::new();
+    let per_host_limit = config.delivery.concurrency;
+    let mut queue = Queue::new(per_host_limit);
+    // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
+    let due = store.due_entries()?;
+    for entry in &due {
+        queue.push(&entry.host, entry.next_at, entry.id);
+    }
+    tracing::info!(pending = due.len(), path = %config.store.path.display(), "store opened");
+    drop(due);
+
+    let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
+    let (writer, writer_join) = writer::spawn(&store, metrics.clone(), enqueued_tx)?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    let in_flight = InFlight::default();
+
+    let sender = ReqwestSender::new(
+        config.delivery.connect_timeout,
+        &config.delivery.user_agent,
+        config.delivery.response_snippet_bytes,
+        per_host_limit,
+    )
+    .context("building the HTTP client")?;
+    let deliverer = Deliverer::new(
+        &config,
+        store.clone(),
+        writer.clone(),
+        Arc::new(sender),
+        metrics.clone(),
+    );
+    let scheduler = Scheduler {
+        queue,
+        concurrency: config.delivery.concurrency,
+        deliverer: Arc::new(deliverer),
+        in_flight: in_flight.clone(),
+        metrics: metrics.clone(),
+        enqueued_rx,
+    };
+
+    let conf = ServerConf {
+        // Our own drain (shutdown.rs) already waited; pingora need not wait again.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(2),
+        threads: 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let ingest = Ingest::new(
+        &config,
+        writer.clone(),
+        store.clone(),
+        metrics.clone(),
+        draining.clone(),
+    );
+    let mut ingest_service = Service::new("ingest".into(), HttpServer::new_app(ingest));
+    ingest_service.add_tcp(&config.ingest.listen.to_string());
+    ingest_service.threads = Some(config.ingest.threads);
+    server.add_service(ingest_service);
+
+    let delivery = DeliveryService {
+        parts: Mutex::new(Some((scheduler, drain_rx))),
+        done_tx,
+        grace: config.shutdown.grace_period,
+        writer: writer.clone(),
+        retention_ms: clock::duration_ms(config.store.retention),
+    };
+    let mut delivery_service = GenBackgroundService::new("delivery".into(), Arc::new(delivery));
+    delivery_service.threads = Some(config.delivery.threads);
+    server.add_service(delivery_service);
+
+    let admin = AdminService {
+        listener: Mutex::new(Some(admin_listener)),
+        state: AdminState {
+            store: store.clone(),
+            writer: writer.clone(),
+            in_flight,
+            metrics,
+            draining: draining.clone(),
+        },
+    };
+    server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));
+    drop(writer);
+
+    tracing::info!(
+        ingest = %config.ingest.listen,
+        admin = %config.admin.listen,
+        "hookrelay serving"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain {
+            draining,
+            drain_tx,
+            done_rx,
+        }),
+    });
+
+    // Every service is gone, so every writer handle is gone: the writer finishes its last batch.
+    let started = Instant::now();
+    while !writer_join.is_finished() {
+        if started.elapsed() > WRITER_JOIN {
+            tracing::warn!(
+                "the store writer did not stop in time; exiting (acked data is committed)"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = writer_join.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The scheduler and its attempts, plus the pruner, on the delivery runtime.
+struct DeliveryService {
+    /// Taken once by `start`.
+    parts: Mutex<Option<(Scheduler, watch::Receiver<bool>)>>,
+    done_tx: watch::Sender<bool>,
+    grace: Duration,
+    writer: WriterHandle,
+    retention_ms: u64,
+}
+
+#[async_trait]
+impl BackgroundService for DeliveryService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some((scheduler, drain_rx)) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let pruner = tokio::spawn(prune_loop(
+            self.writer.clone(),
+            self.retention_ms,
+            drain_rx.clone(),
+        ));
+        scheduler.run(drain_rx, self.grace).await;
+        pruner.abort();
+        let _ = self.done_tx.send(true);
+    }
+}
+
+/// Removes expired idempotency keys and old finished deliveries, sleeping until the next one
+/// is due (bounded by `PRUNE_IDLE`), never on a fixed tick.
+async fn prune_loop(writer: WriterHandle, retention_ms: u64, mut drain: watch::Receiver<bool>) {
+    loop {
+        let now = clock::now_ms();
+        let wait = match writer.prune(now, retention_ms).await {
+            Ok(r) => {
+                if r.deliveries + r.idempotency > 0 {
+                    tracing::debug!(deliveries = r.deliveries, keys = r.idempotency, "pruned");
+                }
+                r.next_due
+                    .map(|at| Duration::from_millis(at.saturating_sub(now)))
+                    .unwrap_or(PRUNE_IDLE)
+                    .min(PRUNE_IDLE)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "prune failed; trying again later");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = drain.wait_for(|d| *d) => return,
+        }
+    }
+}
+
+/// The admin API on its own runtime, so a slow admin client cannot delay ingest.
+struct AdminService {
+    listener: Mutex<Option<TcpListener>>,
+    state: AdminState,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        let app = admin::router(self.state.clone());
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The ingest listener: pingora glue that turns an HTTP request into an [`IngestWrite`] for the
+//! store writer and the writer's answer into a response.
+//!
+//! Parsing and decisions live in `ingest/` as pure functions. This file must never answer 2xx
+//! before the writer has committed the delivery durably: the ack is the promise.
+
+pub mod envelope;
+pub mod request;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::config::{Config, Endpoint};
+use crate::metrics::Metrics;
+use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, Status, host_key};
+use crate::store::writer::{IdemClaim, IngestResult, IngestWrite, NewDelivery, WriterHandle};
+use crate::store::{Store, encode};
+use request::{Reject, Route};
+
+pub struct Ingest {
+    endpoints: Arc<BTreeMap<String, Endpoint>>,
+    max_body_bytes: usize,
+    idempotency_window_ms: u64,
+    writer: WriterHandle,
+    /// Read side, only to report the current status of a duplicate's original.
+    store: Store,
+    metrics: Metrics,
+    /// Set on SIGTERM: new webhooks get `503 shutting_down` while attempts in flight finish.
+    draining: Arc<AtomicBool>,
+}
+
+impl Ingest {
+    pub fn new(
+        config: &Config,
+        writer: WriterHandle,
+        store: Store,
+        metrics: Metrics,
+        draining: Arc<AtomicBool>,
+    ) -> Ingest {
+        Ingest {
+            endpoints: Arc::new(config.endpoints.clone()),
+            max_body_bytes: config.ingest.max_body_bytes,
+            idempotency_window_ms: clock::duration_ms(config.idempotency.window),
+            writer,
+            store,
+            metrics,
+            draining,
+        }
+    }
+
+    async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, Reject> {
+        let received = Instant::now();
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Reject::new(
+                503,
+                "shutting_down",
+                "hookrelay is shutting down; retry against the restarted instance",
+            ));
+        }
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let route = request::route(&method, &path_and_query, &self.endpoints)?;
+        let header_key = match req.headers.get("idempotency-key") {
+            Some(v) => {
+                let key = v.to_str().map_err(|_| {
+                    Reject::new(
+                        400,
+                        "invalid_idempotency_key",
+                        "the Idempotency-Key header is not printable ASCII",
+                    )
+                })?;
+                request::validate_idempotency_key(key)?;
+                Some(key.to_string())
+            }
+            None => None,
+        };
+        let header_pairs: Vec<(&str, &[u8])> = req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let headers = request::end_to_end_headers(header_pairs.iter().copied());
+        let body = self.read_body(session).await?;
+        let now = clock::now_ms();
+
+        let write = match &route {
+            Route::UrlPrefix { target } | Route::Endpoint { target, .. } => {
+                let endpoint = match &route {
+                    Route::Endpoint { name, .. } => Some(name.clone()),
+                    _ => None,
+                };
+                request::validate_target(target)?;
+                let (scope, identity) = match &route {
+                    Route::Endpoint { name, rest, .. } => (
+                        format!("endpoint\0{name}"),
+                        [rest.as_bytes(), &body].concat(),
+                    ),
+                    _ => (format!("url\0{target}"), body.clone()),
+                };
+                let record = DeliveryRecord {
+                    status: Status::Pending,
+                    method: method.clone(),
+                    target: target.clone(),
+                    endpoint,
+                    event_id: None,
+                    idempotency_key: header_key.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    next_attempt_at: Some(now),
+                    attempt_count: 0,
+                    last_classification: None,
+                    last_status_code: None,
+                    finished_at: None,
+                    body_len: body.len() as u32,
+                    replay_of: None,
+                    batch_id: None,
+                };
+                IngestWrite {
+                    idem: header_key
+                        .as_deref()
+                        .map(|k| self.claim(&scope, k, &identity, now)),
+                    event_id: None,
+                    deliveries: vec![NewDelivery {
+                        host: host_key(target),
+                        next_at: now,
+                        record: encode(&record),
+                        payload: encode(&Payload { headers, body }),
+                    }],
+                    received,
+                }
+            }
+            Route::Envelope => self.envelope_write(&body, header_key, now, received)?,
+        };
+
+        let result = self.writer.ingest(write).await.map_err(|e| {
+            tracing::error!(error = %e, "ingest could not be stored");
+            Reject::new(
+                503,
+                "store_unavailable",
+                format!("the webhook could not be stored: {e}"),
+            )
+        })?;
+        Ok(self.answer(&route, result))
+    }
+
+    fn envelope_write(
+        &self,
+        body: &[u8],
+        header_key: Option<String>,
+        now: u64,
+        received: Instant,
+    ) -> Result<IngestWrite, Reject> {
+        let env = envelope::parse(body)?;
+        let key = match (env.idempotency_key.clone(), header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Reject::new(
+                    400,
+                    "invalid_event",
+                    "idempotency_key in the body and the Idempotency-Key header differ",
+                ));
+            }
+            (a, b) => a.or(b),
+        };
+        let targets = envelope::matching(&env.event_type, &self.endpoints);
+        if targets.is_empty() {
+            return Err(Reject::new(
+                422,
+                "no_matching_endpoint",
+                format!(
+                    "no endpoint subscribes to events of type `{}`",
+                    env.event_type
+                ),
+            ));
+        }
+        let event_id = Id::random(now);
+        let event_body =
+            envelope::delivery_body(&EventId(event_id).to_string(), &env, &clock::rfc3339(now));
+        let mut headers = vec![("content-type".to_string(), b"application/json".to_vec())];
+        if let Some(k) = &key {
+            headers.push(("idempotency-key".to_string(), k.as_bytes().to_vec()));
+        }
+        let payload = encode(&Payload {
+            headers,
+            body: event_body.clone(),
+        });
+        let deliveries = targets
+            .iter()
+            .map(|ep| {
+                let target = ep.url.to_string();
+                let record = DeliveryRecord {
+                    status: Status::Pending,
+                    method: "POST".into(),
+                    target: target.clone(),
+                    endpoint: Some(ep.name.clone()),
+                    event_id: Some(event_id),
+                    idempotency_key: key.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    next_attempt_at: Some(now),
+                    attempt_count: 0,
+                    last_classification: None,
+                    last_status_code: None,
+                    finished_at: None,
+                    body_len: event_body.len() as u32,
+                    replay_of: None,
+                    batch_id: None,
+                };
+                NewDelivery {
+                    host: host_key(&target),
+                    next_at: now,
+                    record: encode(&record),
+                    payload: payload.clone(),
+                }
+            })
+            .collect();
+        Ok(IngestWrite {
+            idem: key
+                .as_deref()
+                .map(|k| self.claim("events", k, &envelope::identity(&env), now)),
+            event_id: Some(event_id),
+            deliveries,
+            received,
+        })
+    }
+
+    fn claim(&self, scope: &str, key: &str, identity: &[u8], now: u64) -> IdemClaim {
+        let mut h = Sha256::new();
+        h.update(scope.as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        IdemClaim {
+            key: h.finalize().into(),
+            body_hash: Sha256::digest(identity).into(),
+            expires_at: now + self.idempotency_window_ms,
+        }
+    }
+
+    /// Reads the whole body, refusing more than `max_body_bytes` before and while reading.
+    async fn read_body(&self, session: &mut ServerSession) -> Result<Vec<u8>, Reject> {
+        let too_large = || {
+            Reject::new(
+                413,
+                "payload_too_large",
+                format!(
+                    "the body is larger than ingest.max_body_bytes ({} bytes)",
+                    self.max_body_bytes
+                ),
+            )
+        };
+        let headers = &session.req_header().headers;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(too_large());
+        }
+        let expects_continue = headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|e| Reject::new(400, "bad_request", format!("could not continue: {e}")))?;
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_body_bytes {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    return Err(Reject::new(
+                        400,
+                        "bad_request",
+                        format!("the request body could not be read: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn answer(&self, route: &Route, result: IngestResult) -> Response<Vec<u8>> {
+        let (status, duplicate, event_id, ids) = match result {
+            IngestResult::Created { event_id, ids } => (202, false, event_id, ids),
+            IngestResult::Duplicate { event_id, ids } => (200, true, event_id, ids),
+            IngestResult::KeyReused => {
+                self.metrics.ingest("rejected");
+                let r = Reject::new(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for this target with a different body",
+                );
+                return json_response(r.status, r.body(), &[]);
+            }
+        };
+        self.metrics
+            .ingest(if duplicate { "duplicate" } else { "accepted" });
+        let id_strings: Vec<String> = ids.iter().map(|id| DeliveryId(*id).to_string()).collect();
+        let mut extra = vec![("hookrelay-delivery-id", id_strings.join(", "))];
+        let body = match route {
+            Route::Envelope => {
+                let event = event_id.map(|e| EventId(e).to_string());
+                if let Some(e) = &event {
+                    extra.push(("hookrelay-event-id", e.clone()));
+                }
+                serde_json::json!({
+                    "event_id": event,
+                    "deliveries": id_strings,
+                    "duplicate": duplicate,
+                })
+            }
+            _ => {
+                let current = if duplicate {
+                    ids.first()
+                        .and_then(|id| self.store.delivery(*id).ok().flatten())
+                        .map(|r| r.status.as_str())
+                        .unwrap_or("pending")
+                } else {
+                    "pending"
+                };
+                serde_json::json!({
+                    "id": id_strings.first(),
+                    "status": current,
+                    "duplicate": duplicate,
+                })
+            }
+        };
+        json_response(
+            status,
+            serde_json::to_vec(&body).unwrap_or_default(),
+            &extra,
+        )
+    }
+}
+
+fn json_response(status: u16, body: Vec<u8>, extra: &[(&str, String)]) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len());
+    for (name, value) in extra {
+        builder = builder.header(*name, value.as_str());
+    }
+    if status == 503 {
+        builder = builder.header(http::header::RETRY_AFTER, "1");
+    }
+    if status == 405 {
+        builder = builder.header(http::header::ALLOW, "POST, PUT, PATCH");
+    }
+    builder.body(body).unwrap_or_else(|_| {
+        let mut r = Response::new(Vec::new());
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+#[async_trait]
+impl ServeHttp for Ingest {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match self.handle(session).await {
+            Ok(response) => response,
+            Err(reject) => {
+                self.metrics.ingest("rejected");
+                if reject.status >= 500 {
+                    // The body may be unread; do not reuse a connection in an unknown state.
+                    session.set_keepalive(None);
+                }
+                json_response(reject.status, reject.body(), &[])
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Turning an ingest request line and headers into a decision: which mode, which target, which
+//! headers travel on. Pure functions, table-tested; no I/O and no pingora types.
+
+use std::collections::BTreeMap;
+
+use crate::config::Endpoint;
+
+/// A refusal, with the HTTP status and the machine-readable code the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Reject {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Reject {
+        Reject {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body: `{"error": {"code": ..., "message": ...}}`.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "error": {"code": self.code, "message": self.message}
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// Which of the three ways of handing over a webhook a request uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/{absolute URL}`: deliver to exactly that URL.
+    UrlPrefix { target: String },
+    /// `/e/NAME/rest?query`: deliver to the endpoint's URL joined with the rest.
+    Endpoint {
+        name: String,
+        target: String,
+        /// The part after the endpoint name, path and query, part of the idempotency identity.
+        rest: String,
+    },
+    /// `POST /v1/events`.
+    Envelope,
+}
+
+const FORWARD_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
+
+/// Decides the route from the method and the raw path-and-query of the request line.
+pub fn route(
+    method: &str,
+    path_and_query: &str,
+    endpoints: &BTreeMap<String, Endpoint>,
+) -> Result<Route, Reject> {
+    if path_and_query == "/v1/events" || path_and_query.starts_with("/v1/events?") {
+        if method != "POST" {
+            return Err(method_not_allowed(method, "POST"));
+        }
+        return Ok(Route::Envelope);
+    }
+    if let Some(after) = path_and_query.strip_prefix("/e/") {
+        let (name, rest) = match after.find(['/', '?']) {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, ""),
+        };
+        let Some(endpoint) = endpoints.get(name) else {
+            return Err(Reject::new(
+                404,
+                "unknown_endpoint",
+                format!("no endpoint named `{name}` is configured"),
+            ));
+        };
+        check_forward_method(method)?;
+        return Ok(Route::Endpoint {
+            name: name.to_string(),
+            target: join_endpoint(endpoint.url.as_str(), rest),
+            rest: rest.to_string(),
+        });
+    }
+    let target = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
+    validate_target(target)?;
+    check_forward_method(method)?;
+    Ok(Route::UrlPrefix {
+        target: target.to_string(),
+    })
+}
+
+fn check_forward_method(method: &str) -> Result<(), Reject> {
+    if FORWARD_METHODS.contains(&method) {
+        Ok(())
+    } else {
+        Err(method_not_allowed(method, "POST, PUT, PATCH"))
+    }
+}
+
+fn method_not_allowed(method: &str, allowed: &str) -> Reject {
+    Reject::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not accepted here; use {allowed}"),
+    )
+}
+
+/// A target must be an absolute http(s) URL with a host.
+pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
+    let bad = |why: &str| {
+        Reject::new(
+            400,
+            "invalid_target",
+            format!("`{target}` is not an absolute http(s) URL: {why}"),
+        )
+    };
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(bad(
+            "prefix the receiver's URL, e.g. /https://receiver.example.com/hooks",
+        ));
+    }
+    let url = url::Url::parse(target).map_err(|e| bad(&e.to_string()))?;
+    match url.host_str() {
+        Some(h) if !h.is_empty() => Ok(url),
+        _ => Err(bad("it has no host")),
+    }
+}
+
+/// `https://x/base` + `/a/b?q=1` = `https://x/base/a/b?q=1`; queries of both are kept.
+pub fn join_endpoint(base: &str, rest: &str) -> String {
+    let (base_path, base_query) = split_query(base);
+    let (rest_path, rest_query) = split_query(rest);
+    let mut out = if rest_path.is_empty() || rest_path == "/" && base_path.ends_with('/') {
+        base_path.to_string()
+    } else {
+        format!("{}{}", base_path.trim_end_matches('/'), rest_path)
+    };
+    let queries: Vec<&str> = [base_query, rest_query]
+        .into_iter()
+        .flatten()
+        .filter(|q| !q.is_empty())
+        .collect();
+    if !queries.is_empty() {
+        out.push('?');
+        out.push_str(&queries.join("&"));
+    }
+    out
+}
+
+fn split_query(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (s, None),
+    }
+}
+
+/// Headers that describe one hop, not the message: never stored, never forwarded. Host is the
+/// target's, and Content-Length is recomputed by the sender.
+const HOP_BY_HOP: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+    "proxy-connection",
+    "http2-settings",
+];
+
+/// The end-to-end headers of a request, in order, names lower case.
+pub fn end_to_end_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+) -> Vec<(String, Vec<u8>)> {
+    // Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
+    let mut named: Vec<String> = Vec::new();
+    for (name, value) in headers.clone() {
+        if name.eq_ignore_ascii_case("connection") {
+            named.extend(
+                String::from_utf8_lossy(value)
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    }
+    headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .filter(|(n, _)| {
+            !HOP_BY_HOP.contains(&n.as_str())
+                && !n.starts_with("proxy-")
+                && !named.iter().any(|c| c == n)
+        })
+        .map(|(n, v)| (n, v.to_vec()))
+        .collect()
+}
+
+/// An `Idempotency-Key` must be printable ASCII and at most 255 bytes.
+pub fn validate_idempotency_key(key: &str) -> Result<(), Reject> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(Reject::new(
+            400,
+            "invalid_idempotency_key",
+            "an idempotency key is 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn endpoints() -> BTreeMap<String, Endpoint> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[endpoints.orders]\nurl = \"https://r.example/base\"\n[endpoints.q]\nurl = \"https://r.example/in?k=1\"\n",
+        )
+        .unwrap();
+        Config::load_with_env(Some(&path), Vec::new())
+            .unwrap()
+            .endpoints
+    }
+
+    #[test]
+    fn routes() {
+        let eps = endpoints();
+        let url = |t: &str| Ok(Route::UrlPrefix { target: t.into() });
+        let ep = |n: &str, t: &str, r: &str| {
+            Ok(Route::Endpoint {
+                name: n.into(),
+                target: t.into(),
+                rest: r.into(),
+            })
+        };
+        let err = |status, code| (status, code);
+        type Case<'a> = (&'a str, &'a str, Result<Route, (u16, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "POST",
+                "/https://r.example/hooks?x=1",
+                url("https://r.example/hooks?x=1"),
+            ),
+            ("PUT", "/http://127.0.0.1:9/a", url("http://127.0.0.1:9/a")),
+            ("PATCH", "/HTTPS://R.example/", url("HTTPS://R.example/")),
+            (
+                "POST",
+                "/e/orders/some/path?q=1",
+                ep(
+                    "orders",
+                    "https://r.example/base/some/path?q=1",
+                    "/some/path?q=1",
+                ),
+            ),
+            (
+                "POST",
+                "/e/orders",
+                ep("orders", "https://r.example/base", ""),
+            ),
+            (
+                "POST",
+                "/e/orders?z=2",
+                ep("orders", "https://r.example/base?z=2", "?z=2"),
+            ),
+            (
+                "POST",
+                "/e/q/x?z=2",
+                ep("q", "https://r.example/in/x?k=1&z=2", "/x?z=2"),
+            ),
+            ("POST", "/v1/events", Ok(Route::Envelope)),
+            ("GET", "/v1/events", Err(err(405, "method_not_allowed"))),
+            (
+                "GET",
+                "/https://r.example/",
+                Err(err(405, "method_not_allowed")),
+            ),
+            ("DELETE", "/e/orders/x", Err(err(405, "method_not_allowed"))),
+            ("POST", "/e/nope/x", Err(err(404, "unknown_endpoint"))),
+            (
+                "POST",
+                "/ftp://r.example/x",
+                Err(err(400, "invalid_target")),
+            ),
+            ("POST", "/r.example/x", Err(err(400, "invalid_target"))),
+            ("POST", "/", Err(err(400, "invalid_target"))),
+            ("POST", "/https://", Err(err(400, "invalid_target"))),
+            (
+                "POST",
+                "/https://exa mple.com/",
+                Err(err(400, "invalid_target")),
+            ),
+        ];
+        for (method, path, want) in cases {
+            let got = route(method, path, &eps).map_err(|r| (r.status, r.code));
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let input: Vec<(&str, &[u8])> = vec![
+            ("Content-Type", b"application/json"),
+            ("Connection", b"keep-alive, X-Hop"),
+            ("X-Hop", b"1"),
+            ("Keep-Alive", b"timeout=5"),
+            ("TE", b"trailers"),
+            ("Trailer", b"x"),
+            ("Transfer-Encoding", b"chunked"),
+            ("Upgrade", b"h2c"),
+            ("Proxy-Authorization", b"secret"),
+            ("Host", b"127.0.0.1:7700"),
+            ("Content-Length", b"12"),
+            ("X-Signature", b"abc"),
+            ("Idempotency-Key", b"k1"),
+        ];
+        let got = end_to_end_headers(input.iter().map(|(n, v)| (*n, *v)));
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-signature", "idempotency-key"]);
+        assert_eq!(got[1].1, b"abc");
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(validate_idempotency_key("ord-1").is_ok());
+        assert!(validate_idempotency_key("").is_err());
+        assert!(validate_idempotency_key(&"k".repeat(256)).is_err());
+        assert!(validate_idempotency_key("tab\there").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! hookrelay: a webhook delivery sidecar. See ARCHITECTURE.md for the map.
+//!
+//! Modules in the order a webhook meets them: `ingest` -> `store` (writer) -> `schedule` ->
+//! `deliver` (via `sender`, `classify`, `retry`) -> back to `store`; `admin` and `metrics` at the
+//! edges; `app` wires them, `config` feeds them, `shutdown` stops them.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod deliver;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod retry;
+pub mod schedule;
+pub mod sender;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,315 @@
+//! The scheduler: which pending delivery is attempted next, and when.
+//!
+//! It owns an in-memory mirror of the store's `due` index, grouped by destination host
+//! ([`Queue`]), loaded from the store before the writer starts and fed after every commit. It
+//! sleeps until the earliest eligible delivery or a message (new work, a finished attempt),
+//! never on a polling tick. It never writes the store itself: attempts go through `deliver`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock;
+use crate::deliver::Deliverer;
+use crate::metrics::Metrics;
+use crate::model::Id;
+use crate::store::writer::Enqueued;
+
+type Host = Arc<str>;
+
+/// One destination host's pending work.
+#[derive(Debug, Default)]
+struct HostQueue {
+    /// (next_attempt_at, id): earliest first, then oldest first.
+    pending: BTreeSet<(u64, Id)>,
+    in_flight: usize,
+    /// The host's entry in `Queue::ready`, if it has one.
+    slot: Option<u64>,
+}
+
+/// Pending deliveries by host, and the hosts ready to send, by the time they become eligible.
+/// Pure data: every method takes `now` as a value.
+#[derive(Debug)]
+pub struct Queue {
+    hosts: HashMap<Host, HostQueue>,
+    /// (eligible_at, host) for each host with pending work and a free per-host slot.
+    ready: BTreeSet<(u64, Host)>,
+    per_host_limit: usize,
+    pending: usize,
+}
+
+impl Queue {
+    pub fn new(per_host_limit: usize) -> Queue {
+        Queue {
+            hosts: HashMap::new(),
+            ready: BTreeSet::new(),
+            per_host_limit: per_host_limit.max(1),
+            pending: 0,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    pub fn push(&mut self, host: &str, next_at: u64, id: Id) {
+        let key = self.host_key(host);
+        let hq = self.hosts.entry(key.clone()).or_default();
+        if hq.pending.insert((next_at, id)) {
+            self.pending += 1;
+        }
+        self.refresh(&key);
+    }
+
+    /// Takes the next delivery that is due at `now`, marking it in flight.
+    pub fn pop_due(&mut self, now: u64) -> Option<(Id, Host)> {
+        let (at, host) = self.ready.first()?.clone();
+        if at > now {
+            return None;
+        }
+        let hq = self.hosts.get_mut(&host)?;
+        let (_, id) = hq.pending.pop_first()?;
+        hq.in_flight += 1;
+        self.pending -= 1;
+        self.refresh(&host);
+        Some((id, host))
+    }
+
+    /// An attempt finished; `next_at` is set when the delivery stays pending.
+    pub fn complete(&mut self, host: &str, id: Id, next_at: Option<u64>) {
+        let key = self.host_key(host);
+        if let Some(hq) = self.hosts.get_mut(&key) {
+            hq.in_flight = hq.in_flight.saturating_sub(1);
+        }
+        match next_at {
+            Some(at) => self.push(&key, at, id),
+            None => self.refresh(&key),
+        }
+    }
+
+    /// When the earliest host becomes eligible.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.ready.first().map(|(at, _)| *at)
+    }
+
+    /// Reuses the map's `Arc<str>` so each host name is allocated once.
+    fn host_key(&self, host: &str) -> Host {
+        self.hosts
+            .get_key_value(host)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(host))
+    }
+
+    /// Recomputes the host's place in `ready`; forgets idle hosts so memory follows the backlog.
+    fn refresh(&mut self, host: &Host) {
+        let Some(hq) = self.hosts.get_mut(host) else {
+            return;
+        };
+        if let Some(old) = hq.slot.take() {
+            self.ready.remove(&(old, host.clone()));
+        }
+        let eligible = hq.in_flight < self.per_host_limit;
+        if let (true, Some((at, _))) = (eligible, hq.pending.first()) {
+            hq.slot = Some(*at);
+            self.ready.insert((*at, host.clone()));
+        } else if hq.pending.is_empty() && hq.in_flight == 0 {
+            self.hosts.remove(host);
+        }
+    }
+}
+
+/// The ids of attempts in flight, readable by the admin API (an in-flight delivery shows as
+/// `in_progress`; that state is never stored).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<Id>>>);
+
+impl InFlight {
+    pub fn contains(&self, id: Id) -> bool {
+        self.0.lock().map(|s| s.contains(&id)).unwrap_or(false)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, id: Id) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(id);
+        }
+    }
+
+    fn remove(&self, id: Id) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(&id);
+        }
+    }
+}
+
+/// A finished attempt, reported by its task.
+struct Completed {
+    id: Id,
+    host: Host,
+    next_at: Option<u64>,
+}
+
+pub struct Scheduler {
+    pub queue: Queue,
+    pub concurrency: usize,
+    pub deliverer: Arc<Deliverer>,
+    pub in_flight: InFlight,
+    pub metrics: Metrics,
+    /// New pending work, sent by the writer after each commit.
+    pub enqueued_rx: mpsc::UnboundedReceiver<Vec<Enqueued>>,
+}
+
+impl Scheduler {
+    /// Runs until `drain` turns true and the attempts in flight have finished, or `grace` after
+    /// that, whichever is first. Attempts cut off by the grace period stay pending in the store.
+    pub async fn run(mut self, mut drain: watch::Receiver<bool>, grace: Duration) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completed>();
+        let mut draining = *drain.borrow();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if !draining {
+                let now = clock::now_ms();
+                while self.in_flight.len() < self.concurrency {
+                    let Some((id, host)) = self.queue.pop_due(now) else {
+                        break;
+                    };
+                    self.dispatch(id, host, done_tx.clone());
+                }
+            } else if self.in_flight.is_empty() {
+                break;
+            }
+            self.metrics
+                .queue_depth
+                .with_label_values(&["pending"])
+                .set(self.queue.pending() as i64);
+            self.metrics
+                .queue_depth
+                .with_label_values(&["in_progress"])
+                .set(self.in_flight.len() as i64);
+
+            let wake = match (draining, self.in_flight.len() < self.concurrency) {
+                (false, true) => self.queue.next_wake(),
+                _ => None,
+            };
+            let sleep_for =
+                wake.map(|at| Duration::from_millis(at.saturating_sub(clock::now_ms())));
+            tokio::select! {
+                batch = self.enqueued_rx.recv() => match batch {
+                    Some(batch) => {
+                        for e in batch {
+                            self.queue.push(&e.host, e.next_at, e.id);
+                        }
+                    }
+                    // The writer is gone: nothing new will arrive; finish what is in flight.
+                    None => {
+                        draining = true;
+                        deadline.get_or_insert(tokio::time::Instant::now() + grace);
+                    }
+                },
+                Some(done) = done_rx.recv() => {
+                    self.in_flight.remove(done.id);
+                    self.queue.complete(&done.host, done.id, done.next_at);
+                }
+                _ = sleep_opt(sleep_for) => {}
+                changed = drain.changed(), if !draining => {
+                    if changed.is_err() || *drain.borrow() {
+                        draining = true;
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                        tracing::info!(in_flight = self.in_flight.len(), "draining: no new attempts start");
+                    }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    tracing::warn!(
+                        in_flight = self.in_flight.len(),
+                        "grace period over; unfinished attempts stay pending and are retried at next start"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Completed>) {
+        self.in_flight.insert(id);
+        let deliverer = self.deliverer.clone();
+        tokio::spawn(async move {
+            let next_at = deliverer.attempt(id).await;
+            let _ = done_tx.send(Completed { id, host, next_at });
+        });
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_due_order_and_respects_time() {
+        let mut q = Queue::new(8);
+        q.push("a:80", 30, Id(3));
+        q.push("b:80", 10, Id(1));
+        q.push("a:80", 20, Id(2));
+        assert_eq!(q.pending(), 3);
+        assert_eq!(q.next_wake(), Some(10));
+        assert_eq!(q.pop_due(5), None);
+        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(1)));
+        assert_eq!(q.pop_due(19), None);
+        assert_eq!(q.pop_due(100).map(|x| x.0), Some(Id(2)));
+        assert_eq!(q.pop_due(100).map(|x| x.0), Some(Id(3)));
+        assert_eq!(q.pop_due(100), None);
+        assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
+    fn per_host_limit_holds_a_host_but_not_others() {
+        let mut q = Queue::new(2);
+        for i in 0..5 {
+            q.push("slow:80", 0, Id(i));
+        }
+        q.push("fast:80", 1, Id(100));
+        let a = q.pop_due(10).unwrap();
+        let b = q.pop_due(10).unwrap();
+        assert_eq!((&*a.1, &*b.1), ("slow:80", "slow:80"));
+        // slow is at its limit: fast goes next even though slow has older work.
+        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(100)));
+        assert_eq!(q.pop_due(10), None);
+        q.complete("slow:80", a.0, None);
+        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+    }
+
+    #[test]
+    fn completion_with_retry_requeues_and_idle_hosts_are_forgotten() {
+        let mut q = Queue::new(8);
+        q.push("h:80", 0, Id(1));
+        let (id, host) = q.pop_due(0).unwrap();
+        q.complete(&host, id, Some(50));
+        assert_eq!(q.next_wake(), Some(50));
+        let (id, host) = q.pop_due(50).unwrap();
+        q.complete(&host, id, None);
+        assert!(q.hosts.is_empty());
+        assert!(q.ready.is_empty());
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP sender behind a trait: reqwest in production; a test can script its own.
+//!
+//! This is where transport errors become [`SendError`] variants, by walking the error's source
+//! chain for typed causes (our resolver's error, `std::io::Error` kinds, rustls errors). It
+//! follows no redirects and keeps connections alive for reuse.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::classify::SendError;
+
+/// One attempt's request, fully built.
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+/// What came back, as much as an attempt record keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentResponse {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// The first `snippet_bytes` of the body, lossily decoded.
+    pub snippet: String,
+}
+
+#[async_trait]
+pub trait Sender: Send + Sync {
+    async fn send(&self, req: OutgoingRequest) -> Result<SentResponse, SendError>;
+}
+
+pub struct ReqwestSender {
+    client: reqwest::Client,
+    snippet_bytes: usize,
+}
+
+impl ReqwestSender {
+    pub fn new(
+        connect_timeout: Duration,
+        user_agent: &str,
+        snippet_bytes: usize,
+        max_idle_per_host: usize,
+    ) -> Result<ReqwestSender, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(user_agent)
+            .pool_max_idle_per_host(max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .dns_resolver(std::sync::Arc::new(SystemResolver))
+            .build()?;
+        Ok(ReqwestSender {
+            client,
+            snippet_bytes,
+        })
+    }
+}
+
+#[async_trait]
+impl Sender for ReqwestSender {
+    async fn send(&self, req: OutgoingRequest) -> Result<SentResponse, SendError> {
+        let mut builder = self
+            .client
+            .request(req.method, &req.url)
+            .timeout(req.timeout)
+            .body(req.body);
+        for (name, value) in req.headers {
+            builder = builder.header(name, value);
+        }
+        let mut response = builder.send().await.map_err(to_send_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut snippet = Vec::new();
+        // Read at most the snippet; an error or timeout while reading it does not change the
+        // outcome, the status already arrived.
+        while snippet.len() < self.snippet_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let take = (self.snippet_bytes - snippet.len()).min(chunk.len());
+                    snippet.extend_from_slice(&chunk[..take]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(SentResponse {
+            status,
+            retry_after,
+            snippet: String::from_utf8_lossy(&snippet).into_owned(),
+        })
+    }
+}
+
+/// A resolver error of our own type, so classification can find it in the source chain.
+#[derive(Debug, thiserror::Error)]
+#[error("could not resolve {host}: {reason}")]
+pub struct ResolveError {
+    pub host: String,
+    pub reason: String,
+}
+
+/// The system resolver (getaddrinfo through tokio), reporting failures as [`ResolveError`].
+struct SystemResolver;
+
+impl reqwest::dns::Resolve for SystemResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| ResolveError {
+                    host: host.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect();
+            if addrs.is_empty() {
+                return Err(Box::new(ResolveError {
+                    host,
+                    reason: "no addresses".into(),
+                }) as Box<dyn StdError + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Maps a reqwest error to the stage that failed, by the types in its source chain.
+fn to_send_error(e: reqwest::Error) -> SendError {
+    let text = error_chain_text(&e);
+    if e.is_builder() {
+        return SendError::InvalidRequest(text);
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if err.downcast_ref::<ResolveError>().is_some() {
+            return SendError::Dns(text);
+        }
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return SendError::Tls(text);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return SendError::Timeout(text);
+            }
+            // rustls reports handshake failures as io::Error(InvalidData) wrapping rustls::Error.
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return SendError::Tls(text);
+            }
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        return SendError::Timeout(text);
+    }
+    SendError::Network(text)
+}
+
+/// "error sending request: connection refused" rather than only the outermost layer.
+fn error_chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(err) = source {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,286 @@
+//! The durable store: the only module that names redb.
+//!
+//! It owns the table layout, the versioned record encoding, and the read side (snapshots that
+//! never block the writer). Every write goes through the single writer thread in
+//! [`writer`]; nothing else opens a write transaction.
+//!
+//! Key layout (ids are time-ordered, so inserts land at the end of each B-tree):
+//! - `deliveries`  id -> DeliveryRecord (small, rewritten on each attempt)
+//! - `payloads`    id -> Payload (headers and body; written once, never rewritten)
+//! - `due`         (next_attempt_at, id) -> host, one entry per pending delivery
+//! - `by_status`   (status, id) -> (), for listings without a scan
+//! - `attempts`    (id, number) -> Attempt
+//! - `finished`    (finished_at, id) -> (), for retention pruning
+//! - `idempotency` sha256(scope, key) -> IdemRecord
+//! - `idem_expiry` (expires_at, sha256) -> (), for pruning
+//! - `meta`        name -> bytes (schema version)
+
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::model::{Attempt, DeliveryRecord, Id, Payload, Status};
+
+pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
+pub(crate) const PAYLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("payloads");
+pub(crate) const DUE: TableDefinition<(u64, u128), &str> = TableDefinition::new("due");
+pub(crate) const BY_STATUS: TableDefinition<(u8, u128), ()> = TableDefinition::new("by_status");
+pub(crate) const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
+pub(crate) const FINISHED: TableDefinition<(u64, u128), ()> = TableDefinition::new("finished");
+pub(crate) const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("idempotency");
+pub(crate) const IDEM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
+    TableDefinition::new("idem_expiry");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The layout version written into `meta`; a newer file is refused rather than misread.
+const SCHEMA_VERSION: u32 = 1;
+/// The first byte of every encoded record.
+const RECORD_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("corrupt record in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the store writer has stopped")]
+    WriterGone,
+    #[error("store at {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);
+
+/// A stored idempotency claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub body_hash: [u8; 32],
+    pub expires_at: u64,
+    pub event_id: Option<Id>,
+    pub deliveries: Vec<Id>,
+}
+
+/// A pending delivery as the scheduler needs it at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueEntry {
+    pub next_at: u64,
+    pub id: Id,
+    pub host: String,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // postcard cannot fail on these types except out of memory.
+    out.extend(postcard::to_stdvec(value).expect("record encoding"));
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
+                table,
+                reason: e.to_string(),
+            })
+        }
+        Some((v, _)) => Err(StoreError::Corrupt {
+            table,
+            reason: format!("unknown record version {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            table,
+            reason: "empty record".into(),
+        }),
+    }
+}
+
+/// Read access to the store. Cheap to clone; every read is a consistent snapshot.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/hookrelay.redb` and makes sure every table exists.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(dir.join("hookrelay.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                open_err("already open by another hookrelay process".into())
+            }
+            e => open_err(e.to_string()),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(DELIVERIES)?;
+            txn.open_table(PAYLOADS)?;
+            txn.open_table(DUE)?;
+            txn.open_table(BY_STATUS)?;
+            txn.open_table(ATTEMPTS)?;
+            txn.open_table(FINISHED)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(IDEM_EXPIRY)?;
+            let mut meta = txn.open_table(META)?;
+            let existing = meta
+                .get("schema_version")?
+                .map(|v| decode::<u32>("meta", v.value()))
+                .transpose()?;
+            match existing {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(open_err(format!(
+                        "written by a newer hookrelay (schema {v}, this build reads {SCHEMA_VERSION})"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    pub fn delivery(&self, id: Id) -> Result<Option<DeliveryRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DELIVERIES)?;
+        let found = table.get(id.0)?;
+        found.map(|v| decode("deliveries", v.value())).transpose()
+    }
+
+    /// The delivery and its payload from one snapshot.
+    pub fn delivery_with_payload(
+        &self,
+        id: Id,
+    ) -> Result<Option<(DeliveryRecord, Payload)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let payloads = txn.open_table(PAYLOADS)?;
+        let Some(record) = deliveries.get(id.0)? else {
+            return Ok(None);
+        };
+        let record: DeliveryRecord = decode("deliveries", record.value())?;
+        let Some(payload) = payloads.get(id.0)? else {
+            return Err(StoreError::Corrupt {
+                table: "payloads",
+                reason: format!("no payload for delivery {}", id.0),
+            });
+        };
+        Ok(Some((record, decode("payloads", payload.value())?)))
+    }
+
+    pub fn attempts(&self, id: Id) -> Result<Vec<Attempt>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ATTEMPTS)?;
+        let mut out = Vec::new();
+        for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
+            let (_, v) = row?;
+            out.push(decode("attempts", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every pending delivery, in due order: what the scheduler loads at start.
+    pub fn due_entries(&self) -> Result<Vec<DueEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DUE)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (next_at, id) = k.value();
+            out.push(DueEntry {
+                next_at,
+                id: Id(id),
+                host: v.value().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending delivery (ids are creation-ordered).
+    pub fn oldest_pending(&self) -> Result<Option<Id>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_STATUS)?;
+        let code = Status::Pending.code();
+        let first = table.range((code, 0)..=(code, u128::MAX))?.next();
+        match first {
+            Some(row) => Ok(Some(Id(row?.0.value().1))),
+            None => Ok(None),
+        }
+    }
+
+    /// How many deliveries are stored in each state (in_progress is the scheduler's to know).
+    pub fn count_by_status(&self, status: Status) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_STATUS)?;
+        let code = status.code();
+        let mut n = 0;
+        for row in table.range((code, 0)..=(code, u128::MAX))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_their_version() {
+        let p = Payload {
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: b"{}".to_vec(),
+        };
+        let bytes = encode(&p);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(decode::<Payload>("payloads", &bytes).unwrap(), p);
+        let mut wrong = bytes.clone();
+        wrong[0] = 99;
+        assert!(matches!(
+            decode::<Payload>("payloads", &wrong),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(decode::<Payload>("payloads", &[]).is_err());
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.due_entries().unwrap().is_empty());
+    }
+}
