@@ -1,0 +1,470 @@
+//! The test harness: the real `hookrelay` binary on free ports with a temporary data directory,
+//! and a scripted HTTP receiver that records every request it gets.
+//!
+//! Waits poll a condition until a deadline; nothing sleeps for a fixed time to "let things
+//! settle". Deadlines are generous because CI machines are shared and slow.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it returns `Some`, or panics with `what` after `DEADLINE`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; the binary installs ring, so do we.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A running sidecar. Killed (SIGKILL) on drop.
+pub struct Sidecar {
+    pub dir: tempfile::TempDir,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+    extra_config: String,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    /// How many times this sidecar was started, for log file names.
+    starts: usize,
+}
+
+impl Sidecar {
+    /// Starts with fast retries for tests plus `extra` TOML appended to the config file.
+    pub async fn start(extra: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sidecar = Sidecar {
+            dir,
+            ingest: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            extra_config: extra.to_string(),
+            child: None,
+            http: client(),
+            starts: 0,
+        };
+        sidecar.spawn_on_free_ports().await;
+        sidecar
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn spawn_on_free_ports(&mut self) {
+        for _ in 0..5 {
+            self.ingest = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            if self.spawn().await {
+                return;
+            }
+        }
+        panic!("sidecar did not start; see {}", self.log_path().display());
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("sidecar-{}.log", self.starts))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Spawns the binary and waits until both listeners answer. False if it exited early.
+    async fn spawn(&mut self) -> bool {
+        self.starts += 1;
+        let config_path = self.dir.path().join("hookrelay.toml");
+        std::fs::write(&config_path, &self.extra_config).unwrap();
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,hookrelay=debug")
+            // Listeners and data directory come from the environment, so `extra` may use
+            // any section of the config file without clashing with ours.
+            .env("HOOKRELAY_INGEST__LISTEN", self.ingest.to_string())
+            .env("HOOKRELAY_ADMIN__LISTEN", self.admin.to_string())
+            .env("HOOKRELAY_STORE__PATH", self.data_dir())
+            .env_remove("HOOKRELAY_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("sidecar exited early ({status}):\n{}", self.log());
+                self.child = None;
+                return false;
+            }
+            let healthy = self
+                .http
+                .get(self.admin_url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy && TcpStream::connect(self.ingest).await.is_ok() {
+                return true;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("sidecar not ready in time:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the sidecar before restarting it"
+        );
+        if !self.spawn().await {
+            // The old ports were taken meanwhile; the data directory is what matters.
+            self.spawn_on_free_ports().await;
+        }
+    }
+
+    /// Replaces the extra config (takes effect at the next restart).
+    pub fn set_extra_config(&mut self, extra: &str) {
+        self.extra_config = extra.to_string();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("sidecar is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("sidecar to exit after SIGTERM", || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn ingest_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.ingest, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// POSTs `body` to the URL-prefix form for `target`, returning status and JSON.
+    pub async fn send(&self, target: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(self.ingest_url(&format!("/{target}")))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.admin_url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/v1/deliveries/{id}")).await;
+        assert_eq!(status, 200, "GET delivery {id}: {body}");
+        body
+    }
+
+    /// Waits until the delivery reaches `status` and returns it.
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        wait_for(&format!("delivery {id} to be {status}"), || async {
+            let d = self.delivery(id).await;
+            (d["status"] == status).then_some(d)
+        })
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The value of one sample in Prometheus text, e.g. `metric(&text, "x_total{a=\"b\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query, exactly as on the request line.
+    pub target: String,
+    /// Names lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Status with extra headers and a body.
+    Full(u16, Vec<(String, String)>, String),
+    /// Close the connection with a reset instead of answering.
+    Reset,
+    /// Wait this long, then answer 200 (a timeout test's slow receiver).
+    Stall(Duration),
+}
+
+/// Decides the reply from the request and how many requests this path got before it.
+pub type Script = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
+
+/// A real HTTP/1.1 server on a free loopback port that records requests and answers as
+/// scripted. Written over raw TCP so it can reset connections and stall on purpose.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn ok() -> Receiver {
+        Receiver::start(Arc::new(|_, _| Reply::Status(200))).await
+    }
+
+    pub async fn start(script: Script) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let task = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (log, counts, script) = (log.clone(), counts.clone(), script.clone());
+                    tokio::spawn(async move {
+                        let _ = serve_connection(stream, log, counts, script).await;
+                    });
+                }
+            })
+        };
+        Receiver { addr, log, task }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived and returns them all.
+    pub async fn wait_count(&self, n: usize) -> Vec<Received> {
+        wait_for(&format!("{n} requests at the receiver"), || async {
+            let got = self.received();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    log: Arc<Mutex<Vec<Received>>>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    script: Script,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or_default().split(' ');
+        let method = request_line.next().unwrap_or_default().to_string();
+        let target = request_line.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        while buf.len() < body_start + len {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = buf[body_start..body_start + len].to_vec();
+        buf.drain(..body_start + len);
+        let path = target.split('?').next().unwrap_or_default().to_string();
+        let received = Received {
+            method,
+            target,
+            headers,
+            body,
+            at: Instant::now(),
+        };
+        let nth = {
+            let mut c = counts.lock().unwrap();
+            let e = c.entry(path).or_default();
+            *e += 1;
+            *e - 1
+        };
+        let reply = script(&received, nth);
+        log.lock().unwrap().push(received);
+        let (status, extra, body) = match reply {
+            Reply::Status(s) => (s, vec![], String::new()),
+            Reply::Full(s, h, b) => (s, h, b),
+            Reply::Reset => {
+                // Zero linger sends RST on close and does not block.
+                #[allow(deprecated)]
+                stream.set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Reply::Stall(d) => {
+                tokio::time::sleep(d).await;
+                (200, vec![], String::new())
+            }
+        };
+        let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
+        for (n, v) in extra {
+            out.push_str(&format!("{n}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        stream.write_all(out.as_bytes()).await?;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Fast retries so tests finish in seconds.
+pub const FAST_RETRY: &str = "[retry]\ninitial_delay = \"50ms\"\nmultiplier = 2.0\nmax_delay = \"1s\"\nmax_attempts = 5\njitter = 0.0\n";

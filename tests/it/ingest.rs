@@ -1,0 +1,371 @@
+//! The three ingest modes, idempotency, and every refusal.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn endpoints(receiver: &Receiver) -> String {
+    format!(
+        "[endpoints.orders]\nurl = \"{}\"\nevents = [\"order.*\"]\nheaders = {{ X-Endpoint-Token = \"tok\" }}\n\
+         [endpoints.audit]\nurl = \"{}\"\nevents = [\"*\"]\n\
+         [endpoints.quiet]\nurl = \"{}\"\n",
+        receiver.url("/base"),
+        receiver.url("/audit"),
+        receiver.url("/quiet"),
+    )
+}
+
+#[tokio::test]
+async fn url_prefix_forwards_method_query_headers_and_body_exactly() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let body = "{\"order\":1,\"bytes\":\"\\u00e9\"}\r\n  trailing";
+    for method in ["POST", "PUT", "PATCH"] {
+        let resp = sidecar
+            .http
+            .request(
+                method.parse().unwrap(),
+                sidecar.ingest_url(&format!("/{}", receiver.url("/hooks/a%20b?x=1&y=two"))),
+            )
+            .header("content-type", "application/json")
+            .header("x-custom", "v1")
+            .header("x-hop", "gone")
+            .header("connection", "x-hop")
+            .header("idempotency-key", format!("k-{method}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let header_id = resp.headers()["hookrelay-delivery-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let json: Value = resp.json().await.unwrap();
+        assert_eq!(json["status"], "pending");
+        assert_eq!(json["duplicate"], false);
+        assert_eq!(json["id"], header_id.as_str());
+        assert!(header_id.starts_with("dlv_"));
+    }
+    let got = receiver.wait_count(3).await;
+    let mut methods: Vec<&str> = got.iter().map(|r| r.method.as_str()).collect();
+    methods.sort();
+    assert_eq!(methods, ["PATCH", "POST", "PUT"]);
+    for r in &got {
+        assert_eq!(r.target, "/hooks/a%20b?x=1&y=two");
+        assert_eq!(r.body, body.as_bytes());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-custom"), Some("v1"));
+        assert_eq!(r.header("host"), Some(receiver.addr.to_string().as_str()));
+        assert_eq!(
+            r.header("x-hop"),
+            None,
+            "headers named in Connection are hop-by-hop"
+        );
+        assert!(r.header("idempotency-key").unwrap().starts_with("k-"));
+        assert_eq!(
+            r.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn named_endpoint_joins_path_and_query_and_adds_its_headers() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(&endpoints(&receiver)).await;
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url("/e/orders/some/path?q=1"))
+        .header("x-app", "a")
+        .body("payload-bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = receiver.wait_count(1).await;
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].target, "/base/some/path?q=1");
+    assert_eq!(got[0].body, b"payload-bytes");
+    assert_eq!(got[0].header("x-app"), Some("a"));
+    assert_eq!(got[0].header("x-endpoint-token"), Some("tok"));
+    let d = sidecar.wait_status(&id, "delivered").await;
+    assert_eq!(d["endpoint"], "orders");
+    assert_eq!(d["target"], receiver.url("/base/some/path?q=1"));
+}
+
+#[tokio::test]
+async fn event_envelope_fans_out_to_matching_endpoints() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(&endpoints(&receiver)).await;
+    let envelope = serde_json::json!({
+        "type": "order.created",
+        "payload": {"order_id": "ord_1", "n": [1, 2]},
+        "idempotency_key": "evt-key-1"
+    });
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url("/v1/events"))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let json: Value = resp.json().await.unwrap();
+    let event_id = json["event_id"].as_str().unwrap().to_string();
+    assert!(event_id.starts_with("evt_"));
+    assert_eq!(
+        json["deliveries"].as_array().unwrap().len(),
+        2,
+        "orders and audit match, quiet does not"
+    );
+    assert_eq!(json["duplicate"], false);
+
+    let got = receiver.wait_count(2).await;
+    let mut targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
+    targets.sort();
+    assert_eq!(targets, ["/audit", "/base"]);
+    for r in &got {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["id"], event_id.as_str());
+        assert_eq!(body["type"], "order.created");
+        assert_eq!(body["payload"], envelope["payload"]);
+        assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("idempotency-key"), Some("evt-key-1"));
+    }
+
+    // The same envelope again: the original event and deliveries, nothing new.
+    let again = sidecar
+        .http
+        .post(sidecar.ingest_url("/v1/events"))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["event_id"], event_id.as_str());
+    assert_eq!(again["deliveries"], json["deliveries"]);
+    assert_eq!(again["duplicate"], true);
+
+    // Only audit subscribes to everything.
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url("/v1/events"))
+        .json(&serde_json::json!({"type": "user.deleted", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["deliveries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn duplicates_answer_the_original_and_create_nothing() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/dup");
+    let (status, first) = sidecar.send(&target, "{\"a\":1}", Some("same-key")).await;
+    assert_eq!(status, 202);
+    for _ in 0..3 {
+        let (status, again) = sidecar.send(&target, "{\"a\":1}", Some("same-key")).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["id"], first["id"]);
+        assert_eq!(again["duplicate"], true);
+    }
+    // Same key, different body: refused.
+    let (status, err) = sidecar.send(&target, "{\"a\":2}", Some("same-key")).await;
+    assert_eq!(status, 422);
+    assert_eq!(err["error"]["code"], "idempotency_key_reused");
+    // Same key, another target: a different scope, so a new delivery.
+    let (status, other) = sidecar
+        .send(&receiver.url("/other"), "{\"a\":1}", Some("same-key"))
+        .await;
+    assert_eq!(status, 202);
+    assert_ne!(other["id"], first["id"]);
+
+    receiver.wait_count(2).await;
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"accepted\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"duplicate\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"rejected\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.target == "/dup")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_with_one_key_create_one_delivery() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Arc::new(Sidecar::start("").await);
+    let target = receiver.url("/race");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (sidecar, target) = (sidecar.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            sidecar
+                .send(&target, "{\"race\":true}", Some("race-key"))
+                .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let (mut created, mut duplicates) = (0, 0);
+    for t in tasks {
+        let (status, json) = t.await.unwrap();
+        match status {
+            202 => created += 1,
+            200 => duplicates += 1,
+            s => panic!("unexpected status {s}: {json}"),
+        }
+        ids.insert(json["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!((created, duplicates), (1, 49));
+    assert_eq!(ids.len(), 1);
+    receiver.wait_count(1).await;
+    // Give any wrongly created twin the chance to arrive before counting.
+    let id = ids.into_iter().next().unwrap();
+    sidecar.wait_status(&id, "delivered").await;
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_stores_nothing() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(&format!(
+        "[ingest]\nmax_body_bytes = 1000\n{}",
+        endpoints(&receiver)
+    ))
+    .await;
+    let http = &sidecar.http;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.post(sidecar.ingest_url("/not-a-url")),
+            400,
+            "invalid_target",
+        ),
+        (
+            http.post(sidecar.ingest_url("/ftp://example.com/x")),
+            400,
+            "invalid_target",
+        ),
+        (http.post(sidecar.ingest_url("/")), 400, "invalid_target"),
+        (
+            http.post(sidecar.ingest_url("/e/missing/x")),
+            404,
+            "unknown_endpoint",
+        ),
+        (
+            http.post(sidecar.ingest_url(&format!("/{}", receiver.url("/big"))))
+                .body("x".repeat(1001)),
+            413,
+            "payload_too_large",
+        ),
+        (
+            http.get(sidecar.ingest_url(&format!("/{}", receiver.url("/x")))),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.delete(sidecar.ingest_url("/e/orders/x")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.put(sidecar.ingest_url("/v1/events")).body("{}"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.post(sidecar.ingest_url("/v1/events")).body("not json"),
+            400,
+            "invalid_event",
+        ),
+        (
+            http.post(sidecar.ingest_url("/v1/events"))
+                .body("{\"type\":\"x\"}"),
+            400,
+            "invalid_event",
+        ),
+        (
+            http.post(sidecar.ingest_url("/v1/events"))
+                .body("{\"type\":\"\",\"payload\":1}"),
+            400,
+            "invalid_event",
+        ),
+        (
+            http.post(sidecar.ingest_url(&format!("/{}", receiver.url("/x"))))
+                .header("idempotency-key", "k".repeat(300)),
+            400,
+            "invalid_idempotency_key",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let resp = req.send().await.unwrap();
+        let got_status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = resp.text().await.unwrap();
+        assert_eq!(got_status, status, "{code}: {text}");
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], code, "{text}");
+        assert!(json["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"accepted\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"rejected\"}"),
+        Some(12.0)
+    );
+    assert_eq!(receiver.count(), 0);
+
+    // No endpoint subscribes to the type: 422.
+    let narrow = Sidecar::start(&format!(
+        "[endpoints.orders]\nurl = \"{}\"\nevents = [\"order.*\"]\n",
+        receiver.url("/o")
+    ))
+    .await;
+    let resp = narrow
+        .http
+        .post(narrow.ingest_url("/v1/events"))
+        .body("{\"type\":\"user.created\",\"payload\":{}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "no_matching_endpoint"
+    );
+}

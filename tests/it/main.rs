@@ -1,0 +1,8 @@
+//! One integration-test binary: every test starts the real `hookrelay` binary (see
+//! `harness.rs`) against a scripted receiver on loopback.
+
+mod harness;
+
+mod delivery;
+mod ingest;
+mod restart;
