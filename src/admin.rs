@@ -12,8 +12,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::health::{EndpointGate, HostHealth};
 use crate::metrics::Metrics;
 use crate::model::DeliveryId;
 use crate::schedule::InFlight;
@@ -28,6 +29,10 @@ pub struct AdminState {
     pub in_flight: InFlight,
     pub metrics: Metrics,
     pub draining: Arc<AtomicBool>,
+    /// Endpoints disabled by a 410; `POST /v1/endpoints/{name}/enable` clears one.
+    pub gate: EndpointGate,
+    /// Per-host breaker and Retry-After state, published by the scheduler.
+    pub host_health: HostHealth,
 }
 
 /// An API error: status, code and message, rendered as `{"error": {"code", "message"}}`.
@@ -78,6 +83,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/deliveries/{id}", get(delivery))
+        .route("/v1/endpoints/{name}/enable", post(enable_endpoint))
+        .route("/v1/health/hosts", get(host_health))
         .fallback(not_found)
         .with_state(state)
 }
@@ -138,6 +145,33 @@ async fn delivery(
         Some(&attempts),
     );
     Ok(axum::Json(body).into_response())
+}
+
+/// Re-enables an endpoint a 410 disabled: persisted first, then its held deliveries resume.
+async fn enable_endpoint(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let was_disabled = s.gate.is_disabled(&name);
+    s.writer
+        .set_endpoint_disabled(&name, false)
+        .await
+        .map_err(ApiError::store)?;
+    s.gate.set(&name, false);
+    if was_disabled {
+        tracing::info!(endpoint = %name, "endpoint enabled by an operator");
+    }
+    Ok(axum::Json(serde_json::json!({
+        "endpoint": name,
+        "disabled": false,
+        "was_disabled": was_disabled,
+    }))
+    .into_response())
+}
+
+/// Hosts whose circuit is open or half-open, or held by a Retry-After, and disabled endpoints.
+async fn host_health(State(s): State<AdminState>) -> Response {
+    axum::Json(json::health(&s.host_health, &s.gate)).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -20,9 +20,10 @@ use crate::admin::{self, AdminState};
 use crate::clock;
 use crate::config::Config;
 use crate::deliver::Deliverer;
+use crate::health::{BreakerPolicy, EndpointGate, HostHealth};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::schedule::{InFlight, Queue, Scheduler};
+use crate::schedule::{Backlog, InFlight, Queue, Scheduler};
 use crate::sender::ReqwestSender;
 use crate::shutdown::Drain;
 use crate::store::Store;
@@ -46,8 +47,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.store.path)?;
     let metrics = Metrics::new();
-    let per_host_limit = config.delivery.concurrency;
-    let mut queue = Queue::new(per_host_limit);
+    let per_host_limit = config.delivery.per_host_concurrency;
+    let mut queue = Queue::new(per_host_limit).with_breaker(BreakerPolicy {
+        threshold: config.health.failure_threshold,
+        probe_interval_ms: clock::duration_ms(config.health.probe_interval),
+    });
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
     let due = store.due_entries()?;
     for entry in &due {
@@ -57,7 +61,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     drop(due);
 
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
-    let (writer, writer_join) = writer::spawn(&store, metrics.clone(), enqueued_tx)?;
+    let gate = EndpointGate::new(store.disabled_endpoints()?);
+    if !gate.disabled().is_empty() {
+        tracing::warn!(endpoints = ?gate.disabled(), "endpoints disabled by 410 Gone; enable them from the admin API");
+    }
+    let (writer, writer_join) =
+        writer::spawn_with_limit(&store, metrics.clone(), enqueued_tx, config.store.max_bytes)?;
+    let host_health = HostHealth::default();
+    let backlog = Backlog::default();
 
     let draining = Arc::new(AtomicBool::new(false));
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -69,6 +80,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         &config.delivery.user_agent,
         config.delivery.response_snippet_bytes,
         per_host_limit,
+        Arc::new(config.egress.clone()),
+        metrics.clone(),
     )
     .context("building the HTTP client")?;
     let deliverer = Deliverer::new(
@@ -77,6 +90,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         writer.clone(),
         Arc::new(sender),
         metrics.clone(),
+        gate.clone(),
     );
     let scheduler = Scheduler {
         queue,
@@ -85,6 +99,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         in_flight: in_flight.clone(),
         metrics: metrics.clone(),
         enqueued_rx,
+        gate: gate.clone(),
+        host_health: host_health.clone(),
+        backlog: backlog.clone(),
     };
 
     let conf = ServerConf {
@@ -103,6 +120,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         metrics.clone(),
         draining.clone(),
+        backlog,
     );
     let mut ingest_service = Service::new("ingest".into(), HttpServer::new_app(ingest));
     ingest_service.add_tcp(&config.ingest.listen.to_string());
@@ -128,6 +146,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             in_flight,
             metrics,
             draining: draining.clone(),
+            gate,
+            host_health,
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

@@ -21,6 +21,8 @@ pub enum SendError {
     Dns(String),
     #[error("request could not be built: {0}")]
     InvalidRequest(String),
+    #[error("egress guard: {0}")]
+    EgressBlocked(String),
 }
 
 /// What came back from one attempt.
@@ -51,7 +53,46 @@ pub fn classify(outcome: &Outcome) -> Classification {
             SendError::Tls(_) => Classification::TlsError,
             SendError::Dns(_) => Classification::DnsError,
             SendError::InvalidRequest(_) => Classification::InvalidRequest,
+            SendError::EgressBlocked(_) => Classification::EgressBlocked,
         },
+    }
+}
+
+/// Whether a named endpoint's answer disables it: `410 Gone` says the receiver is gone for
+/// good, so its deliveries are held (not failed) until an operator enables it again.
+pub fn disables_endpoint(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Response { status: 410, .. })
+}
+
+/// What an attempt says about the health of its destination host, for the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostSignal {
+    /// The host answered sensibly (2xx, 3xx, 4xx other than 408 and 429).
+    Healthy,
+    /// The host failed: 5xx, timeout, network, TLS or DNS error.
+    Failed,
+    /// Says nothing about the host: 429 (handled by Retry-After), or our own refusal.
+    Neutral,
+}
+
+pub fn host_signal(class: Classification) -> HostSignal {
+    use Classification::*;
+    match class {
+        Success | Http4xxPermanent | Http3xxPermanent => HostSignal::Healthy,
+        Http5xxRetryable | Timeout | NetworkError | TlsError | DnsError => HostSignal::Failed,
+        RateLimited | InvalidRequest | EgressBlocked => HostSignal::Neutral,
+    }
+}
+
+/// How long every delivery to the host waits after this outcome: a `Retry-After` on 429 or 503
+/// applies to the whole host, not only to the delivery that got it, bounded by `max_delay`.
+pub fn host_hold(outcome: &Outcome, max_delay: Duration) -> Option<Duration> {
+    match outcome {
+        Outcome::Response {
+            status: 429 | 503,
+            retry_after: Some(d),
+        } => Some((*d).min(max_delay)),
+        _ => None,
     }
 }
 
@@ -125,6 +166,7 @@ mod tests {
             (e(SendError::Tls), TlsError),
             (e(SendError::Dns), DnsError),
             (e(SendError::InvalidRequest), InvalidRequest),
+            (e(SendError::EgressBlocked), EgressBlocked),
         ];
         for (outcome, want) in cases {
             assert_eq!(classify(&outcome), want, "{outcome:?}");
@@ -171,6 +213,11 @@ mod tests {
                 1,
                 Decision::Fail,
             ),
+            (
+                Outcome::Error(SendError::EgressBlocked("10.0.0.1".into())),
+                1,
+                Decision::Fail,
+            ),
         ];
         for (outcome, attempt, want) in cases {
             assert_eq!(
@@ -178,6 +225,48 @@ mod tests {
                 want,
                 "{outcome:?} attempt {attempt}"
             );
+        }
+    }
+
+    #[test]
+    fn host_table() {
+        let after = |status, secs| Outcome::Response {
+            status,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        let max = Duration::from_secs(60);
+        let cases = [
+            (resp(200), HostSignal::Healthy, None, false),
+            (resp(404), HostSignal::Healthy, None, false),
+            (resp(410), HostSignal::Healthy, None, true),
+            (resp(301), HostSignal::Healthy, None, false),
+            (resp(500), HostSignal::Failed, None, false),
+            (resp(408), HostSignal::Failed, None, false),
+            (resp(429), HostSignal::Neutral, None, false),
+            (after(429, 5), HostSignal::Neutral, Some(5), false),
+            (after(503, 500), HostSignal::Failed, Some(60), false),
+            (after(500, 5), HostSignal::Failed, None, false),
+            (
+                Outcome::Error(SendError::Network("reset".into())),
+                HostSignal::Failed,
+                None,
+                false,
+            ),
+            (
+                Outcome::Error(SendError::EgressBlocked("x".into())),
+                HostSignal::Neutral,
+                None,
+                false,
+            ),
+        ];
+        for (outcome, signal, hold, disables) in cases {
+            assert_eq!(host_signal(classify(&outcome)), signal, "{outcome:?}");
+            assert_eq!(
+                host_hold(&outcome, max),
+                hold.map(Duration::from_secs),
+                "{outcome:?}"
+            );
+            assert_eq!(disables_endpoint(&outcome), disables, "{outcome:?}");
         }
     }
 }

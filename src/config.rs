@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Deserializer};
 
+use crate::egress::{EgressPolicy, Mode};
 use crate::retry::RetryPolicy;
 
 /// The defaults file, embedded so that documentation and behaviour cannot disagree.
@@ -46,6 +47,8 @@ struct RawConfig {
     retry: RawRetry,
     idempotency: IdempotencyConfig,
     shutdown: ShutdownConfig,
+    egress: RawEgress,
+    health: HealthConfig,
     #[serde(default)]
     endpoints: BTreeMap<String, RawEndpoint>,
 }
@@ -70,12 +73,18 @@ pub struct StoreConfig {
     pub path: PathBuf,
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// Ingest answers `503 overloaded` while this many deliveries are pending or in flight.
+    pub max_pending: usize,
+    /// Ingest answers `503 overloaded` while the store uses more than this (0: no limit).
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     pub concurrency: usize,
+    /// Attempts in flight at once to one destination host.
+    pub per_host_concurrency: usize,
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -113,6 +122,27 @@ pub struct ShutdownConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawEgress {
+    mode: String,
+    https_only: bool,
+    allow_cidrs: Vec<String>,
+    allow_hosts: Vec<String>,
+    deny_cidrs: Vec<String>,
+}
+
+/// Per-host circuit breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Consecutive failed attempts to one host that open its circuit.
+    pub failure_threshold: u32,
+    /// While open, one probe attempt is let through this often.
+    #[serde(deserialize_with = "duration")]
+    pub probe_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawEndpoint {
     url: String,
     #[serde(default)]
@@ -123,6 +153,11 @@ struct RawEndpoint {
     retry: RawRetry,
     #[serde(default)]
     events: Vec<String>,
+    /// Standard Webhooks signing secret, `whsec_` + base64.
+    secret: Option<String>,
+    /// Older secrets still signed with during a rotation.
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 /// A named endpoint, validated.
@@ -135,6 +170,18 @@ pub struct Endpoint {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub events: Vec<String>,
+    /// Signing keys, the current one first; empty means unsigned.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A decoded signing secret. Its Debug output never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(pub Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
 }
 
 /// The validated configuration the rest of the program reads.
@@ -147,6 +194,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub idempotency: IdempotencyConfig,
     pub shutdown: ShutdownConfig,
+    pub egress: EgressPolicy,
+    pub health: HealthConfig,
     pub endpoints: BTreeMap<String, Endpoint>,
 }
 
@@ -228,6 +277,22 @@ impl RawConfig {
         if self.delivery.concurrency == 0 {
             return Err(invalid("delivery.concurrency", "must be at least 1"));
         }
+        if self.delivery.per_host_concurrency == 0 {
+            return Err(invalid(
+                "delivery.per_host_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.store.max_pending == 0 {
+            return Err(invalid("store.max_pending", "must be at least 1"));
+        }
+        if self.health.failure_threshold == 0 {
+            return Err(invalid("health.failure_threshold", "must be at least 1"));
+        }
+        if self.health.probe_interval.is_zero() {
+            return Err(invalid("health.probe_interval", "must be more than 0"));
+        }
+        let egress = build_egress(&self.egress)?;
         if self.delivery.threads == 0 {
             return Err(invalid("delivery.threads", "must be at least 1"));
         }
@@ -291,6 +356,23 @@ impl RawConfig {
                 return Err(invalid(format!("{key}.timeout"), "must be more than 0"));
             }
             let retry = build_retry(&format!("{key}.retry"), &raw.retry, Some(&retry))?;
+            let mut signing_keys = Vec::new();
+            if raw.secret.is_none() && !raw.secrets.is_empty() {
+                return Err(invalid(
+                    format!("{key}.secrets"),
+                    "older secrets need a current `secret`",
+                ));
+            }
+            for (i, s) in raw.secret.iter().chain(&raw.secrets).enumerate() {
+                let k = if i == 0 {
+                    format!("{key}.secret")
+                } else {
+                    format!("{key}.secrets")
+                };
+                signing_keys.push(SigningKey(
+                    crate::sign::decode_secret(s).map_err(|reason| invalid(k, reason))?,
+                ));
+            }
             endpoints.insert(
                 name.clone(),
                 Endpoint {
@@ -300,6 +382,7 @@ impl RawConfig {
                     timeout,
                     retry,
                     events: raw.events,
+                    signing_keys,
                 },
             );
         }
@@ -311,9 +394,53 @@ impl RawConfig {
             retry,
             idempotency: self.idempotency,
             shutdown: self.shutdown,
+            egress,
+            health: self.health,
             endpoints,
         })
     }
+}
+
+fn build_egress(raw: &RawEgress) -> Result<EgressPolicy, ConfigError> {
+    let mode = match raw.mode.as_str() {
+        "enforce" => Mode::Enforce,
+        "report" => Mode::Report,
+        other => {
+            return Err(invalid(
+                "egress.mode",
+                format!("`{other}` is not \"enforce\" or \"report\""),
+            ));
+        }
+    };
+    let cidrs = |key: &str, list: &[String]| {
+        list.iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| invalid(key, format!("`{c}` is not a CIDR like 10.0.0.0/8")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    for h in &raw.allow_hosts {
+        if h.is_empty() || h.contains(['/', ':', ' ']) {
+            return Err(invalid(
+                "egress.allow_hosts",
+                format!("`{h}` is not a host name"),
+            ));
+        }
+    }
+    Ok(EgressPolicy {
+        mode,
+        https_only: raw.https_only,
+        allow_cidrs: cidrs("egress.allow_cidrs", &raw.allow_cidrs)?,
+        allow_hosts: raw
+            .allow_hosts
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        deny_cidrs: cidrs("egress.deny_cidrs", &raw.deny_cidrs)?,
+    })
 }
 
 /// Builds a retry policy from `raw`, filling gaps from `base` (the global policy) when given.
@@ -388,6 +515,14 @@ mod tests {
         assert_eq!(c.retry.max_attempts, 12);
         assert_eq!(c.idempotency.window, Duration::from_secs(72 * 3600));
         assert_eq!(c.store.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(c.store.max_pending, 1_000_000);
+        assert_eq!(c.store.max_bytes, 0);
+        assert_eq!(c.delivery.per_host_concurrency, 8);
+        assert_eq!(c.health.failure_threshold, 10);
+        assert_eq!(c.health.probe_interval, Duration::from_secs(30));
+        assert_eq!(c.egress.mode, Mode::Enforce);
+        assert!(!c.egress.https_only);
+        assert!(c.egress.allow_cidrs.is_empty());
     }
 
     #[test]
@@ -419,6 +554,33 @@ mod tests {
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),
             ("[endpoints.\"a b\"]\nurl = \"http://x\"\n", "endpoints.a b"),
             ("[retry]\njitter = 2.0\n", "retry.jitter"),
+            ("[egress]\nmode = \"maybe\"\n", "egress.mode"),
+            (
+                "[egress]\nallow_cidrs = [\"10.0.0/8\"]\n",
+                "egress.allow_cidrs",
+            ),
+            ("[egress]\ndeny_cidrs = [\"nope\"]\n", "egress.deny_cidrs"),
+            (
+                "[delivery]\nper_host_concurrency = 0\n",
+                "delivery.per_host_concurrency",
+            ),
+            (
+                "[health]\nfailure_threshold = 0\n",
+                "health.failure_threshold",
+            ),
+            ("[store]\nmax_pending = 0\n", "store.max_pending"),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\nsecret = \"abc\"\n",
+                "endpoints.a.secret",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\nsecret = \"whsec_!!\"\n",
+                "endpoints.a.secret",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\nsecrets = [\"whsec_AAAA\"]\n",
+                "endpoints.a.secrets",
+            ),
         ];
         for (toml, key) in cases {
             let err = load(toml, &[]).unwrap_err().to_string();

@@ -2,7 +2,9 @@
 //! store writer and the writer's answer into a response.
 //!
 //! Parsing and decisions live in `ingest/` as pure functions. This file must never answer 2xx
-//! before the writer has committed the delivery durably: the ack is the promise.
+//! before the writer has committed the delivery durably: the ack is the promise. It refuses
+//! early, storing nothing: while draining, while overloaded (`store.max_pending`,
+//! `store.max_bytes`), and targets the egress guard denies.
 
 pub mod envelope;
 pub mod request;
@@ -20,8 +22,10 @@ use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::config::{Config, Endpoint};
+use crate::egress::{EgressPolicy, Mode};
 use crate::metrics::Metrics;
 use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, Status, host_key};
+use crate::schedule::Backlog;
 use crate::store::writer::{IdemClaim, IngestResult, IngestWrite, NewDelivery, WriterHandle};
 use crate::store::{Store, encode};
 use request::{Reject, Route};
@@ -36,6 +40,12 @@ pub struct Ingest {
     metrics: Metrics,
     /// Set on SIGTERM: new webhooks get `503 shutting_down` while attempts in flight finish.
     draining: Arc<AtomicBool>,
+    egress: EgressPolicy,
+    /// Pending work as the scheduler counts it, against `max_pending`.
+    backlog: Backlog,
+    max_pending: usize,
+    /// 0: no limit. Compared with what the writer last measured.
+    max_bytes: u64,
 }
 
 impl Ingest {
@@ -45,6 +55,7 @@ impl Ingest {
         store: Store,
         metrics: Metrics,
         draining: Arc<AtomicBool>,
+        backlog: Backlog,
     ) -> Ingest {
         Ingest {
             endpoints: Arc::new(config.endpoints.clone()),
@@ -54,6 +65,10 @@ impl Ingest {
             store,
             metrics,
             draining,
+            egress: config.egress.clone(),
+            backlog,
+            max_pending: config.store.max_pending,
+            max_bytes: config.store.max_bytes,
         }
     }
 
@@ -65,6 +80,14 @@ impl Ingest {
                 "shutting_down",
                 "hookrelay is shutting down; retry against the restarted instance",
             ));
+        }
+        if let Some(why) = request::overloaded(
+            self.backlog.get(),
+            self.max_pending,
+            self.writer.used_bytes(),
+            self.max_bytes,
+        ) {
+            return Err(Reject::new(503, "overloaded", why));
         }
         let req = session.req_header();
         let method = req.method.as_str().to_string();
@@ -104,7 +127,7 @@ impl Ingest {
                     Route::Endpoint { name, .. } => Some(name.clone()),
                     _ => None,
                 };
-                request::validate_target(target)?;
+                self.check_egress(target)?;
                 let (scope, identity) = match &route {
                     Route::Endpoint { name, rest, .. } => (
                         format!("endpoint\0{name}"),
@@ -187,6 +210,9 @@ impl Ingest {
                 ),
             ));
         }
+        for ep in &targets {
+            self.check_egress(ep.url.as_str())?;
+        }
         let event_id = Id::random(now);
         let event_body =
             envelope::delivery_body(&EventId(event_id).to_string(), &env, &clock::rfc3339(now));
@@ -236,6 +262,32 @@ impl Ingest {
             deliveries,
             received,
         })
+    }
+
+    /// The egress guard at ingest: a denied IP literal (or http:// under `https_only`) is
+    /// refused before anything is stored. Names are checked when they are resolved.
+    fn check_egress(&self, target: &str) -> Result<(), Reject> {
+        let url = request::validate_target(target)?;
+        let Err(denied) = self.egress.check_url(&url) else {
+            return Ok(());
+        };
+        let action = match self.egress.mode {
+            Mode::Enforce => "blocked",
+            Mode::Report => "reported",
+        };
+        self.metrics
+            .egress_denied
+            .with_label_values(&["ingest", action])
+            .inc();
+        tracing::warn!(target, reason = %denied, action, "egress guard");
+        match self.egress.mode {
+            Mode::Report => Ok(()),
+            Mode::Enforce => Err(Reject::new(
+                403,
+                "target_forbidden",
+                format!("the target is not allowed by the egress guard: {denied}"),
+            )),
+        }
     }
 
     fn claim(&self, scope: &str, key: &str, identity: &[u8], now: u64) -> IdemClaim {

@@ -1,8 +1,9 @@
 //! hookrelay: a webhook delivery sidecar. See ARCHITECTURE.md for the map.
 //!
 //! Modules in the order a webhook meets them: `ingest` -> `store` (writer) -> `schedule` ->
-//! `deliver` (via `sender`, `classify`, `retry`) -> back to `store`; `admin` and `metrics` at the
-//! edges; `app` wires them, `config` feeds them, `shutdown` stops them.
+//! `deliver` (via `sender`, `classify`, `retry`, `sign`) -> back to `store`; `egress` guards
+//! ingest and the sender, `health` holds failing hosts and gone endpoints; `admin` and `metrics`
+//! at the edges; `app` wires them, `config` feeds them, `shutdown` stops them.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -11,6 +12,8 @@ pub mod classify;
 pub mod clock;
 pub mod config;
 pub mod deliver;
+pub mod egress;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
@@ -18,4 +21,5 @@ pub mod retry;
 pub mod schedule;
 pub mod sender;
 pub mod shutdown;
+pub mod sign;
 pub mod store;

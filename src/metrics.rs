@@ -25,6 +25,9 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub commit_batch_size: Histogram,
     pub replayed: IntCounter,
+    pub egress_denied: IntCounterVec,
+    pub host_circuit_open: IntGaugeVec,
+    pub endpoints_disabled: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -116,6 +119,34 @@ impl Metrics {
         )
         .unwrap();
 
+        let egress_denied = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_egress_denied_total",
+                "Destinations the egress guard denied, by stage (ingest, delivery) and action (blocked, or reported in report mode).",
+            ),
+            &["stage", "action"],
+        )
+        .unwrap();
+        let host_circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "hookrelay_host_circuit_open",
+                "1 while a destination host's circuit breaker holds its deliveries.",
+            ),
+            &["host"],
+        )
+        .unwrap();
+        let endpoints_disabled = IntCounter::new(
+            "hookrelay_endpoints_disabled_total",
+            "Named endpoints disabled because they answered 410 Gone.",
+        )
+        .unwrap();
+        registry.register(Box::new(egress_denied.clone())).unwrap();
+        registry
+            .register(Box::new(host_circuit_open.clone()))
+            .unwrap();
+        registry
+            .register(Box::new(endpoints_disabled.clone()))
+            .unwrap();
         registry
             .register(Box::new(ingest_requests.clone()))
             .unwrap();
@@ -153,6 +184,11 @@ impl Metrics {
         for s in [Status::Pending, Status::InProgress] {
             queue_depth.with_label_values(&[s.as_str()]);
         }
+        for stage in ["ingest", "delivery"] {
+            for action in ["blocked", "reported"] {
+                egress_denied.with_label_values(&[stage, action]);
+            }
+        }
 
         Metrics {
             registry,
@@ -167,6 +203,9 @@ impl Metrics {
             commit_duration,
             commit_batch_size,
             replayed,
+            egress_denied,
+            host_circuit_open,
+            endpoints_disabled,
         }
     }
 
@@ -211,6 +250,8 @@ mod tests {
             "hookrelay_store_commit_duration_seconds",
             "hookrelay_store_commit_batch_size",
             "hookrelay_replayed_total",
+            "hookrelay_egress_denied_total",
+            "hookrelay_endpoints_disabled_total",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
         }

@@ -143,10 +143,12 @@ pub enum Classification {
     /// The stored request could not be turned into an HTTP request (for example a header that
     /// the HTTP client refuses). Retrying cannot help.
     InvalidRequest,
+    /// The egress guard refused the destination (every address it resolved to is denied).
+    EgressBlocked,
 }
 
 impl Classification {
-    pub const ALL: [Classification; 10] = [
+    pub const ALL: [Classification; 11] = [
         Classification::Success,
         Classification::Http5xxRetryable,
         Classification::Http4xxPermanent,
@@ -157,6 +159,7 @@ impl Classification {
         Classification::TlsError,
         Classification::DnsError,
         Classification::InvalidRequest,
+        Classification::EgressBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +174,7 @@ impl Classification {
             Classification::TlsError => "TLS_ERROR",
             Classification::DnsError => "DNS_ERROR",
             Classification::InvalidRequest => "INVALID_REQUEST",
+            Classification::EgressBlocked => "EGRESS_BLOCKED",
         }
     }
 

@@ -4,15 +4,20 @@
 //! ([`Queue`]), loaded from the store before the writer starts and fed after every commit. It
 //! sleeps until the earliest eligible delivery or a message (new work, a finished attempt),
 //! never on a polling tick. It never writes the store itself: attempts go through `deliver`.
+//! Per host it applies the concurrency limit, a `Retry-After` hold and the circuit breaker
+//! (`health::Circuit`); deliveries of endpoints disabled by a 410 are parked until enabled.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::classify::HostSignal;
 use crate::clock;
-use crate::deliver::Deliverer;
+use crate::deliver::{AttemptResult, Deliverer};
+use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
 use crate::model::Id;
 use crate::store::writer::Enqueued;
@@ -27,6 +32,9 @@ struct HostQueue {
     in_flight: usize,
     /// The host's entry in `Queue::ready`, if it has one.
     slot: Option<u64>,
+    /// A `Retry-After` from this host holds all of its deliveries until then.
+    not_before: u64,
+    circuit: Circuit,
 }
 
 /// Pending deliveries by host, and the hosts ready to send, by the time they become eligible.
@@ -38,6 +46,7 @@ pub struct Queue {
     ready: BTreeSet<(u64, Host)>,
     per_host_limit: usize,
     pending: usize,
+    breaker: BreakerPolicy,
 }
 
 impl Queue {
@@ -47,7 +56,38 @@ impl Queue {
             ready: BTreeSet::new(),
             per_host_limit: per_host_limit.max(1),
             pending: 0,
+            breaker: BreakerPolicy::NEVER,
         }
+    }
+
+    /// Applies a circuit breaker per host.
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Queue {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Feeds an attempt's result into the host's breaker and `Retry-After` hold. Call before
+    /// [`Queue::complete`]. Returns the host's health when it changed, for the admin view.
+    pub fn report(
+        &mut self,
+        host: &str,
+        signal: HostSignal,
+        hold_until: Option<u64>,
+        now: u64,
+    ) -> Option<HostHealthView> {
+        let breaker = self.breaker;
+        let hq = self.hosts.get_mut(host)?;
+        let before = (hq.circuit, hq.not_before);
+        hq.circuit = hq.circuit.on_result(signal, now, breaker);
+        if let Some(until) = hold_until {
+            hq.not_before = hq.not_before.max(until);
+        }
+        (before != (hq.circuit, hq.not_before)).then(|| view(hq))
+    }
+
+    /// The host's breaker state, if the queue knows the host.
+    pub fn circuit(&self, host: &str) -> Option<Circuit> {
+        self.hosts.get(host).map(|hq| hq.circuit)
     }
 
     pub fn pending(&self) -> usize {
@@ -72,6 +112,10 @@ impl Queue {
         let hq = self.hosts.get_mut(&host)?;
         let (_, id) = hq.pending.pop_first()?;
         hq.in_flight += 1;
+        hq.circuit = hq.circuit.on_start(now);
+        if hq.not_before <= now {
+            hq.not_before = 0;
+        }
         self.pending -= 1;
         self.refresh(&host);
         Some((id, host))
@@ -110,13 +154,27 @@ impl Queue {
         if let Some(old) = hq.slot.take() {
             self.ready.remove(&(old, host.clone()));
         }
-        let eligible = hq.in_flight < self.per_host_limit;
+        let gate = hq.circuit.gate();
+        let eligible = hq.in_flight < hq.circuit.limit(self.per_host_limit) && gate.is_some();
         if let (true, Some((at, _))) = (eligible, hq.pending.first()) {
-            hq.slot = Some(*at);
-            self.ready.insert((*at, host.clone()));
-        } else if hq.pending.is_empty() && hq.in_flight == 0 {
+            let at = (*at).max(hq.not_before).max(gate.unwrap_or(0));
+            hq.slot = Some(at);
+            self.ready.insert((at, host.clone()));
+        } else if hq.pending.is_empty()
+            && hq.in_flight == 0
+            && !hq.circuit.is_open()
+            && hq.not_before == 0
+        {
+            // An open circuit or a Retry-After hold outlives the backlog: new work must wait too.
             self.hosts.remove(host);
         }
+    }
+}
+
+fn view(hq: &HostQueue) -> HostHealthView {
+    HostHealthView {
+        circuit: hq.circuit,
+        not_before: (hq.not_before > 0).then_some(hq.not_before),
     }
 }
 
@@ -151,11 +209,26 @@ impl InFlight {
     }
 }
 
+/// How many deliveries are pending, in flight or held, as the scheduler last counted; ingest
+/// reads it to refuse work over `store.max_pending`.
+#[derive(Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, n: usize) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
 /// A finished attempt, reported by its task.
 struct Completed {
     id: Id,
     host: Host,
-    next_at: Option<u64>,
+    result: AttemptResult,
 }
 
 pub struct Scheduler {
@@ -166,6 +239,11 @@ pub struct Scheduler {
     pub metrics: Metrics,
     /// New pending work, sent by the writer after each commit.
     pub enqueued_rx: mpsc::UnboundedReceiver<Vec<Enqueued>>,
+    /// Endpoints disabled by a 410; their deliveries wait in `parked` until enabled.
+    pub gate: EndpointGate,
+    /// Where host breaker states are published for the admin API.
+    pub host_health: HostHealth,
+    pub backlog: Backlog,
 }
 
 impl Scheduler {
@@ -174,6 +252,10 @@ impl Scheduler {
     pub async fn run(mut self, mut drain: watch::Receiver<bool>, grace: Duration) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completed>();
         let mut draining = *drain.borrow();
+        // Deliveries of disabled endpoints, by endpoint: (host, next_at, id).
+        let mut parked: HashMap<String, Vec<(Host, u64, Id)>> = HashMap::new();
+        let mut parked_count = 0usize;
+        let mut gate_rx = self.gate.subscribe();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if !draining {
@@ -195,6 +277,8 @@ impl Scheduler {
                 .queue_depth
                 .with_label_values(&["in_progress"])
                 .set(self.in_flight.len() as i64);
+            self.backlog
+                .set(self.queue.pending() + self.in_flight.len() + parked_count);
 
             let wake = match (draining, self.in_flight.len() < self.concurrency) {
                 (false, true) => self.queue.next_wake(),
@@ -217,7 +301,37 @@ impl Scheduler {
                 },
                 Some(done) = done_rx.recv() => {
                     self.in_flight.remove(done.id);
-                    self.queue.complete(&done.host, done.id, done.next_at);
+                    let r = done.result;
+                    if let Some(signal) = r.signal {
+                        let now = clock::now_ms();
+                        if let Some(view) = self.queue.report(&done.host, signal, r.hold_host_until, now) {
+                            self.publish_health(&done.host, view);
+                        }
+                    }
+                    match (r.parked, r.next_at) {
+                        (Some(endpoint), Some(at)) => {
+                            self.queue.complete(&done.host, done.id, None);
+                            parked.entry(endpoint).or_default().push((done.host, at, done.id));
+                            parked_count += 1;
+                        }
+                        (_, next_at) => self.queue.complete(&done.host, done.id, next_at),
+                    }
+                }
+                changed = gate_rx.changed() => {
+                    if changed.is_ok() {
+                        let disabled = gate_rx.borrow_and_update().clone();
+                        parked.retain(|endpoint, held| {
+                            if disabled.contains(endpoint) {
+                                return true;
+                            }
+                            tracing::info!(endpoint, deliveries = held.len(), "endpoint enabled: its deliveries resume");
+                            for (host, at, id) in held.drain(..) {
+                                self.queue.push(&host, at, id);
+                                parked_count -= 1;
+                            }
+                            false
+                        });
+                    }
                 }
                 _ = sleep_opt(sleep_for) => {}
                 changed = drain.changed(), if !draining => {
@@ -242,9 +356,27 @@ impl Scheduler {
         self.in_flight.insert(id);
         let deliverer = self.deliverer.clone();
         tokio::spawn(async move {
-            let next_at = deliverer.attempt(id).await;
-            let _ = done_tx.send(Completed { id, host, next_at });
+            let result = deliverer.attempt(id).await;
+            let _ = done_tx.send(Completed { id, host, result });
         });
+    }
+
+    /// Publishes a host's changed health to the admin view and the circuit metric.
+    fn publish_health(&self, host: &str, view: HostHealthView) {
+        let gauge = &self.metrics.host_circuit_open;
+        if view.circuit.is_open() {
+            if gauge.with_label_values(&[host]).get() == 0 {
+                tracing::warn!(
+                    host,
+                    "circuit open: the host's deliveries are held; probing"
+                );
+            }
+            gauge.with_label_values(&[host]).set(1);
+        } else if gauge.remove_label_values(&[host]).is_ok() {
+            tracing::info!(host, "circuit closed: deliveries to the host resume");
+        }
+        let plain = view.circuit == Circuit::default() && view.not_before.is_none();
+        self.host_health.set(host, (!plain).then_some(view));
     }
 }
 
@@ -311,5 +443,60 @@ mod tests {
         q.complete(&host, id, None);
         assert!(q.hosts.is_empty());
         assert!(q.ready.is_empty());
+    }
+
+    #[test]
+    fn retry_after_holds_every_delivery_of_the_host() {
+        let mut q = Queue::new(8);
+        for i in 0..3 {
+            q.push("h:80", 0, Id(i));
+        }
+        q.push("other:80", 0, Id(9));
+        let (id, host) = q.pop_due(0).unwrap();
+        assert_eq!(&*host, "h:80");
+        assert!(
+            q.report(&host, HostSignal::Neutral, Some(1000), 5)
+                .is_some()
+        );
+        q.complete(&host, id, Some(1000));
+        // The host's other deliveries were due at 0 but wait for the hold; others flow.
+        assert_eq!(q.pop_due(999).map(|x| x.0), Some(Id(9)));
+        assert_eq!(q.pop_due(999), None);
+        assert_eq!(q.next_wake(), Some(1000));
+        assert_eq!(q.pop_due(1000).map(|x| x.0), Some(Id(1)));
+    }
+
+    #[test]
+    fn open_circuit_holds_the_host_and_lets_one_probe_through() {
+        let policy = BreakerPolicy {
+            threshold: 2,
+            probe_interval_ms: 100,
+        };
+        let mut q = Queue::new(8).with_breaker(policy);
+        for i in 0..5 {
+            q.push("bad:80", 0, Id(i));
+        }
+        for now in [1, 2] {
+            let (id, host) = q.pop_due(now).unwrap();
+            q.report(&host, HostSignal::Failed, None, now);
+            q.complete(&host, id, Some(now));
+        }
+        assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 102 }));
+        // Held: nothing is attempted before the probe time, so no attempt is spent.
+        assert_eq!(q.pop_due(101), None);
+        let (probe, host) = q.pop_due(102).unwrap();
+        assert_eq!(q.circuit("bad:80"), Some(Circuit::HalfOpen));
+        // Only the probe is in flight.
+        assert_eq!(q.pop_due(10_000), None);
+        q.report(&host, HostSignal::Failed, None, 110);
+        q.complete(&host, probe, Some(110));
+        assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 210 }));
+        let (probe, host) = q.pop_due(210).unwrap();
+        q.report(&host, HostSignal::Healthy, None, 215);
+        q.complete(&host, probe, None);
+        assert_eq!(q.circuit("bad:80"), Some(Circuit::Closed { failures: 0 }));
+        // Closed again: the rest flow, several at once.
+        assert!(q.pop_due(215).is_some());
+        assert!(q.pop_due(215).is_some());
     }
 }

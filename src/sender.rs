@@ -3,9 +3,14 @@
 //! This is where transport errors become [`SendError`] variants, by walking the error's source
 //! chain for typed causes (our resolver's error, `std::io::Error` kinds, rustls errors). It
 //! follows no redirects and keeps connections alive for reuse.
+//!
+//! The egress guard is applied here, where the address is chosen: IP-literal targets are checked
+//! before sending, and names go through [`GuardedResolver`], which hands reqwest only the
+//! addresses the policy allows, so the connection goes to a checked address.
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +18,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::classify::SendError;
+use crate::egress::{EgressDenied, EgressPolicy, Mode};
+use crate::metrics::Metrics;
 
 /// One attempt's request, fully built.
 #[derive(Debug, Clone)]
@@ -41,6 +48,8 @@ pub trait Sender: Send + Sync {
 pub struct ReqwestSender {
     client: reqwest::Client,
     snippet_bytes: usize,
+    egress: Arc<EgressPolicy>,
+    metrics: Metrics,
 }
 
 impl ReqwestSender {
@@ -49,6 +58,8 @@ impl ReqwestSender {
         user_agent: &str,
         snippet_bytes: usize,
         max_idle_per_host: usize,
+        egress: Arc<EgressPolicy>,
+        metrics: Metrics,
     ) -> Result<ReqwestSender, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -58,11 +69,16 @@ impl ReqwestSender {
             .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .dns_resolver(std::sync::Arc::new(SystemResolver))
+            .dns_resolver(Arc::new(GuardedResolver {
+                egress: egress.clone(),
+                metrics: metrics.clone(),
+            }))
             .build()?;
         Ok(ReqwestSender {
             client,
             snippet_bytes,
+            egress,
+            metrics,
         })
     }
 }
@@ -70,6 +86,16 @@ impl ReqwestSender {
 #[async_trait]
 impl Sender for ReqwestSender {
     async fn send(&self, req: OutgoingRequest) -> Result<SentResponse, SendError> {
+        // IP literals never reach the resolver: check them here. Ingest checked them too, but
+        // the policy may have changed since the webhook was stored.
+        if let Ok(url) = url::Url::parse(&req.url) {
+            let checked = self.egress.check_url(&url);
+            if let Err(denied) = checked {
+                if !allow_anyway(&self.egress, &self.metrics, &denied) {
+                    return Err(SendError::EgressBlocked(denied.to_string()));
+                }
+            }
+        }
         let mut builder = self
             .client
             .request(req.method, &req.url)
@@ -113,12 +139,32 @@ pub struct ResolveError {
     pub reason: String,
 }
 
-/// The system resolver (getaddrinfo through tokio), reporting failures as [`ResolveError`].
-struct SystemResolver;
+/// In report mode a denial is logged and counted, then let through. True: send anyway.
+fn allow_anyway(egress: &EgressPolicy, metrics: &Metrics, denied: &EgressDenied) -> bool {
+    let action = match egress.mode {
+        Mode::Enforce => "blocked",
+        Mode::Report => "reported",
+    };
+    metrics
+        .egress_denied
+        .with_label_values(&["delivery", action])
+        .inc();
+    tracing::warn!(reason = %denied, action, "egress guard");
+    egress.mode == Mode::Report
+}
 
-impl reqwest::dns::Resolve for SystemResolver {
+/// The system resolver (getaddrinfo through tokio), reporting failures as [`ResolveError`] and
+/// keeping only the addresses the egress policy allows.
+struct GuardedResolver {
+    egress: Arc<EgressPolicy>,
+    metrics: Metrics,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let egress = self.egress.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
@@ -133,6 +179,11 @@ impl reqwest::dns::Resolve for SystemResolver {
                     reason: "no addresses".into(),
                 }) as Box<dyn StdError + Send + Sync>);
             }
+            let addrs = match egress.filter_addrs(&host, addrs.clone()) {
+                Ok(kept) => kept,
+                Err(denied) if allow_anyway(&egress, &metrics, &denied) => addrs,
+                Err(denied) => return Err(Box::new(denied) as Box<dyn StdError + Send + Sync>),
+            };
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -146,6 +197,9 @@ fn to_send_error(e: reqwest::Error) -> SendError {
     }
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(err) = source {
+        if err.downcast_ref::<EgressDenied>().is_some() {
+            return SendError::EgressBlocked(text);
+        }
         if err.downcast_ref::<ResolveError>().is_some() {
             return SendError::Dns(text);
         }

@@ -13,7 +13,7 @@
 //! - `finished`    (finished_at, id) -> (), for retention pruning
 //! - `idempotency` sha256(scope, key) -> IdemRecord
 //! - `idem_expiry` (expires_at, sha256) -> (), for pruning
-//! - `meta`        name -> bytes (schema version)
+//! - `meta`        name -> bytes (schema version, disabled endpoints)
 
 pub mod writer;
 
@@ -36,6 +36,8 @@ pub(crate) const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> =
 pub(crate) const IDEM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
     TableDefinition::new("idem_expiry");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `meta` key: the named endpoints disabled by a 410, as a set of names.
+pub(crate) const DISABLED_ENDPOINTS: &str = "disabled_endpoints";
 
 /// The layout version written into `meta`; a newer file is refused rather than misread.
 const SCHEMA_VERSION: u32 = 1;
@@ -121,6 +123,8 @@ pub fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The database file, for its size (backpressure on `store.max_bytes`).
+    path: Arc<std::path::PathBuf>,
 }
 
 impl Store {
@@ -131,7 +135,8 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(dir.join("hookrelay.redb")).map_err(|e| match e {
+        let path = dir.join("hookrelay.redb");
+        let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 open_err("already open by another hookrelay process".into())
             }
@@ -165,7 +170,10 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            path: Arc::new(path),
+        })
     }
 
     pub(crate) fn db(&self) -> Arc<Database> {
@@ -226,6 +234,22 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The named endpoints a 410 disabled and no operator enabled since.
+    pub fn disabled_endpoints(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        let found = table.get(DISABLED_ENDPOINTS)?;
+        Ok(found
+            .map(|v| decode("meta", v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Bytes the database file takes on disk.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&*self.path).map(|m| m.len()).unwrap_or(0)
     }
 
     /// The oldest pending delivery (ids are creation-ordered).

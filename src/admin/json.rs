@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::clock;
+use crate::health::{Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::model::{Attempt, DeliveryId, DeliveryRecord, EventId, Id, Status};
 use crate::store::{Store, StoreError};
 
@@ -91,4 +92,37 @@ pub fn oldest_pending_age_secs(store: &Store) -> Result<Option<u64>, StoreError>
     Ok(store
         .oldest_pending()?
         .map(|id| clock::now_ms().saturating_sub(id.ms()) / 1000))
+}
+
+/// `GET /v1/health/hosts`: hosts held by their breaker or a Retry-After, and disabled endpoints.
+pub fn health(hosts: &HostHealth, gate: &EndpointGate) -> serde_json::Value {
+    let hosts: Vec<serde_json::Value> = hosts
+        .snapshot()
+        .into_iter()
+        .map(|(host, v)| host_json(&host, Some(&v)))
+        .collect();
+    serde_json::json!({
+        "hosts": hosts,
+        "disabled_endpoints": gate.disabled(),
+    })
+}
+
+/// One host's health as the admin API shows it (`circuit` is closed when unknown).
+pub fn host_json(host: &str, view: Option<&HostHealthView>) -> serde_json::Value {
+    let circuit = view.map_or(Circuit::default(), |v| v.circuit);
+    let probe_at = match circuit {
+        Circuit::Open { probe_at } => Some(clock::rfc3339(probe_at)),
+        _ => None,
+    };
+    let failures = match circuit {
+        Circuit::Closed { failures } => failures,
+        _ => 0,
+    };
+    serde_json::json!({
+        "host": host,
+        "circuit": circuit.as_str(),
+        "consecutive_failures": failures,
+        "next_probe_at": probe_at,
+        "retry_after_until": view.and_then(|v| v.not_before).map(clock::rfc3339),
+    })
 }

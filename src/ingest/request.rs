@@ -199,6 +199,26 @@ pub fn end_to_end_headers<'a>(
         .collect()
 }
 
+/// Backpressure: why ingest must refuse new work now, if it must. `max_bytes` 0 is no limit.
+pub fn overloaded(
+    backlog: usize,
+    max_pending: usize,
+    used_bytes: u64,
+    max_bytes: u64,
+) -> Option<String> {
+    if backlog >= max_pending {
+        return Some(format!(
+            "{backlog} deliveries are pending (store.max_pending is {max_pending}); retry later"
+        ));
+    }
+    if max_bytes > 0 && used_bytes >= max_bytes {
+        return Some(format!(
+            "the store holds {used_bytes} bytes (store.max_bytes is {max_bytes}); retry later"
+        ));
+    }
+    None
+}
+
 /// An `Idempotency-Key` must be printable ASCII and at most 255 bytes.
 pub fn validate_idempotency_key(key: &str) -> Result<(), Reject> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -324,6 +344,26 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["content-type", "x-signature", "idempotency-key"]);
         assert_eq!(got[1].1, b"abc");
+    }
+
+    #[test]
+    fn overload_table() {
+        let cases = [
+            (0, 10, 0, 0, false),
+            (9, 10, 0, 0, false),
+            (10, 10, 0, 0, true),
+            (11, 10, 0, 0, true),
+            (0, 10, 1 << 40, 0, false),
+            (0, 10, 99, 100, false),
+            (0, 10, 100, 100, true),
+        ];
+        for (backlog, max_pending, used, max_bytes, want) in cases {
+            assert_eq!(
+                overloaded(backlog, max_pending, used, max_bytes).is_some(),
+                want,
+                "{backlog}/{max_pending} {used}/{max_bytes}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!
 //! It never does network I/O and never waits on anything but its channel and the disk.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -25,6 +26,8 @@ use crate::model::{Attempt, DeliveryRecord, Id, IdGen, Status};
 const MAX_BATCH: usize = 4096;
 /// Most expired rows removed per prune operation, so pruning never stalls ingest.
 const PRUNE_LIMIT: usize = 2000;
+/// How often the store's size is measured while commits happen (with `store.max_bytes` set).
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An idempotency claim made by one ingest request.
 #[derive(Debug, Clone)]
@@ -103,6 +106,12 @@ pub enum WriteOp {
         retention_ms: u64,
         reply: oneshot::Sender<Result<PruneResult, StoreError>>,
     },
+    /// Disables (after a 410) or re-enables a named endpoint; persisted in `meta`.
+    EndpointDisabled {
+        name: String,
+        disabled: bool,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The sending half, held by ingest, workers and admin. Dropping the last one stops the writer.
@@ -110,6 +119,8 @@ pub enum WriteOp {
 pub struct WriterHandle {
     ops_tx: mpsc::Sender<WriteOp>,
     healthy: Arc<AtomicBool>,
+    /// Bytes the store uses, as last measured (see `Writer::measure`); 0 when not measured.
+    used_bytes: Arc<AtomicU64>,
 }
 
 impl WriterHandle {
@@ -136,11 +147,31 @@ impl WriterHandle {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    pub async fn set_endpoint_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::EndpointDisabled {
+            name: name.to_string(),
+            disabled,
+            reply: tx,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     async fn send(&self, op: WriteOp) -> Result<(), StoreError> {
         self.ops_tx
             .send(op)
             .await
             .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Bytes the store uses, measured after commits when `store.max_bytes` is set.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
     }
 
     /// False after a failed commit, true again after the next successful one.
@@ -155,20 +186,43 @@ pub fn spawn(
     metrics: Metrics,
     enqueued_tx: mpsc::UnboundedSender<Vec<Enqueued>>,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    spawn_with_limit(store, metrics, enqueued_tx, 0)
+}
+
+/// As [`spawn`], measuring the store's size after commits when `max_bytes` is not 0.
+pub fn spawn_with_limit(
+    store: &Store,
+    metrics: Metrics,
+    enqueued_tx: mpsc::UnboundedSender<Vec<Enqueued>>,
+    max_bytes: u64,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
     let healthy = Arc::new(AtomicBool::new(true));
-    let writer = Writer {
+    let used_bytes = Arc::new(AtomicU64::new(0));
+    let mut writer = Writer {
         db: store.db(),
+        store: store.clone(),
         ops_rx,
         enqueued_tx,
         metrics,
         ids: IdGen::default(),
         healthy: healthy.clone(),
+        max_bytes,
+        used_bytes: used_bytes.clone(),
+        measured_at: None,
     };
+    writer.measure(true);
     let join = std::thread::Builder::new()
         .name("hookrelay-writer".into())
         .spawn(move || writer.run())?;
-    Ok((WriterHandle { ops_tx, healthy }, join))
+    Ok((
+        WriterHandle {
+            ops_tx,
+            healthy,
+            used_bytes,
+        },
+        join,
+    ))
 }
 
 struct Writer {
@@ -179,6 +233,11 @@ struct Writer {
     /// Only the writer assigns delivery ids, so they are strictly increasing on disk.
     ids: IdGen,
     healthy: Arc<AtomicBool>,
+    store: Store,
+    /// `store.max_bytes`; 0 turns measuring off.
+    max_bytes: u64,
+    used_bytes: Arc<AtomicU64>,
+    measured_at: Option<Instant>,
 }
 
 /// An operation's answer, held until the commit that makes it true.
@@ -196,6 +255,10 @@ enum Reply {
         oneshot::Sender<Result<PruneResult, StoreError>>,
         Result<PruneResult, StoreError>,
     ),
+    Unit(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 impl Reply {
@@ -205,6 +268,7 @@ impl Reply {
             Reply::Ingest(tx, _, _) => drop(tx.send(Err(err()))),
             Reply::Attempt(tx, _) => drop(tx.send(Err(err()))),
             Reply::Prune(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Unit(tx, _) => drop(tx.send(Err(err()))),
         }
     }
 }
@@ -220,9 +284,50 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let pruned = batch.iter().any(|op| matches!(op, WriteOp::Prune { .. }));
             self.commit_batch(&mut batch);
+            self.measure(pruned);
         }
         tracing::debug!("store writer: all senders gone, stopping");
+    }
+
+    /// Measures the bytes the store uses, at most once per `MEASURE_EVERY` unless `now`. The
+    /// file's size is cheap to read; redb reuses freed pages but never shrinks the file, so when
+    /// the file is over the limit the live bytes are counted from the B-trees instead, which lets
+    /// ingest accept again once pruning has freed space.
+    fn measure(&mut self, now: bool) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        if !now
+            && self
+                .measured_at
+                .is_some_and(|t| t.elapsed() < MEASURE_EVERY)
+        {
+            return;
+        }
+        self.measured_at = Some(Instant::now());
+        let file = self.store.file_bytes();
+        let used = if file <= self.max_bytes {
+            file
+        } else {
+            match self.live_bytes() {
+                Ok(live) => live.min(file),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not measure the store; using the file size");
+                    file
+                }
+            }
+        };
+        self.used_bytes.store(used, Ordering::Relaxed);
+    }
+
+    fn live_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let stats = txn.stats()?;
+        let live = stats.stored_bytes() + stats.metadata_bytes();
+        txn.abort()?;
+        Ok(live)
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
@@ -247,6 +352,9 @@ impl Writer {
                 }
                 WriteOp::Attempt(_, tx) => Reply::Attempt(tx, Err(StoreError::WriterGone)),
                 WriteOp::Prune { reply, .. } => Reply::Prune(reply, Err(StoreError::WriterGone)),
+                WriteOp::EndpointDisabled { reply, .. } => {
+                    Reply::Unit(reply, Err(StoreError::WriterGone))
+                }
             });
         }
         match result {
@@ -270,6 +378,7 @@ impl Writer {
                         }
                         Reply::Attempt(tx, r) => drop(tx.send(r)),
                         Reply::Prune(tx, r) => drop(tx.send(r)),
+                        Reply::Unit(tx, r) => drop(tx.send(r)),
                     }
                 }
             }
@@ -300,6 +409,11 @@ impl Writer {
                 retention_ms,
                 reply,
             } => Reply::Prune(reply, prune(txn, now, retention_ms)),
+            WriteOp::EndpointDisabled {
+                name,
+                disabled,
+                reply,
+            } => Reply::Unit(reply, set_endpoint_disabled(txn, &name, disabled)),
         }
     }
 
@@ -413,6 +527,28 @@ fn record_attempt(txn: &WriteTransaction, w: AttemptWrite) -> Result<(), StoreEr
         }
     }
     deliveries.insert(w.id.0, encode(&record).as_slice())?;
+    Ok(())
+}
+
+fn set_endpoint_disabled(
+    txn: &WriteTransaction,
+    name: &str,
+    disabled: bool,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let mut set: BTreeSet<String> = meta
+        .get(DISABLED_ENDPOINTS)?
+        .map(|v| decode("meta", v.value()))
+        .transpose()?
+        .unwrap_or_default();
+    let changed = if disabled {
+        set.insert(name.to_string())
+    } else {
+        set.remove(name)
+    };
+    if changed {
+        meta.insert(DISABLED_ENDPOINTS, encode(&set).as_slice())?;
+    }
     Ok(())
 }
 

@@ -64,6 +64,8 @@ pub struct Sidecar {
     pub ingest: SocketAddr,
     pub admin: SocketAddr,
     extra_config: String,
+    /// Environment for the child, over the defaults set in `spawn`.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub http: reqwest::Client,
     /// How many times this sidecar was started, for log file names.
@@ -71,13 +73,24 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Starts with fast retries for tests plus `extra` TOML appended to the config file.
+    /// Starts with `extra` TOML as its config file. The egress guard is on, with loopback
+    /// opened (`HOOKRELAY_EGRESS__ALLOW_CIDRS`), because every test receiver is on 127.0.0.1.
     pub async fn start(extra: &str) -> Sidecar {
+        Sidecar::start_with_env(extra, &[]).await
+    }
+
+    /// As [`Sidecar::start`], with environment variables over the defaults (for example
+    /// `("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[]")` to close the loopback exception).
+    pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let mut sidecar = Sidecar {
             dir,
             ingest: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             extra_config: extra.to_string(),
             child: None,
             http: client(),
@@ -116,20 +129,25 @@ impl Sidecar {
         let config_path = self.dir.path().join("hookrelay.toml");
         std::fs::write(&config_path, &self.extra_config).unwrap();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+        command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,hookrelay=debug")
+            .env(
+                "HOOKRELAY_EGRESS__ALLOW_CIDRS",
+                r#"["127.0.0.0/8", "::1/128"]"#,
+            )
             // Listeners and data directory come from the environment, so `extra` may use
             // any section of the config file without clashing with ours.
             .env("HOOKRELAY_INGEST__LISTEN", self.ingest.to_string())
             .env("HOOKRELAY_ADMIN__LISTEN", self.admin.to_string())
             .env("HOOKRELAY_STORE__PATH", self.data_dir())
             .env_remove("HOOKRELAY_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        let child = command.spawn().unwrap();
         self.child = Some(child);
         let start = Instant::now();
         loop {

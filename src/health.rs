@@ -1,0 +1,242 @@
+//! Destination health: the per-host circuit breaker (a pure state machine), the set of named
+//! endpoints disabled by `410 Gone`, and the snapshot of host states the admin API reads.
+//!
+//! The breaker only decides; the scheduler's queue applies it (an open host's deliveries wait,
+//! no attempts are spent). The disabled set is persisted by the store writer; this module only
+//! holds the live copy and tells the scheduler when it changes. Nothing here does I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::classify::HostSignal;
+
+/// The breaker's settings, from `[health]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failed attempts that open the circuit.
+    pub threshold: u32,
+    pub probe_interval_ms: u64,
+}
+
+impl BreakerPolicy {
+    /// A breaker that never opens (the queue's default in unit tests).
+    pub const NEVER: BreakerPolicy = BreakerPolicy {
+        threshold: u32::MAX,
+        probe_interval_ms: 30_000,
+    };
+}
+
+/// One host's circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Circuit {
+    /// Attempts flow; `failures` consecutive failures so far.
+    Closed { failures: u32 },
+    /// Attempts are held; one probe may start at `probe_at`.
+    Open { probe_at: u64 },
+    /// The probe is in flight; nothing else starts.
+    HalfOpen,
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        Circuit::Closed { failures: 0 }
+    }
+}
+
+impl Circuit {
+    /// The earliest time an attempt may start; None while a probe is in flight.
+    pub fn gate(self) -> Option<u64> {
+        match self {
+            Circuit::Closed { .. } => Some(0),
+            Circuit::Open { probe_at } => Some(probe_at),
+            Circuit::HalfOpen => None,
+        }
+    }
+
+    /// Attempts allowed in flight at once: all of them when closed, one probe otherwise.
+    pub fn limit(self, per_host: usize) -> usize {
+        match self {
+            Circuit::Closed { .. } => per_host,
+            _ => 1,
+        }
+    }
+
+    /// An attempt starts at `now`: the first one after `probe_at` is the probe.
+    pub fn on_start(self, now: u64) -> Circuit {
+        match self {
+            Circuit::Open { probe_at } if now >= probe_at => Circuit::HalfOpen,
+            s => s,
+        }
+    }
+
+    /// An attempt finished at `now` with `signal`.
+    pub fn on_result(self, signal: HostSignal, now: u64, p: BreakerPolicy) -> Circuit {
+        let reopen = Circuit::Open {
+            probe_at: now.saturating_add(p.probe_interval_ms),
+        };
+        match (self, signal) {
+            (_, HostSignal::Healthy) => Circuit::Closed { failures: 0 },
+            (Circuit::Closed { failures }, HostSignal::Failed) => {
+                let failures = failures.saturating_add(1);
+                if failures >= p.threshold {
+                    reopen
+                } else {
+                    Circuit::Closed { failures }
+                }
+            }
+            (Circuit::HalfOpen, HostSignal::Failed) => reopen,
+            // A probe that says nothing about the host (a 429, our own refusal): probe again.
+            (Circuit::HalfOpen, HostSignal::Neutral) => Circuit::Open { probe_at: now },
+            // Attempts that started before the circuit opened keep it open.
+            (s @ Circuit::Open { .. }, _) => s,
+            (s @ Circuit::Closed { .. }, HostSignal::Neutral) => s,
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        !matches!(self, Circuit::Closed { .. })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed { .. } => "closed",
+            Circuit::Open { .. } => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// What the admin API shows for a host whose circuit is not plainly closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostHealthView {
+    pub circuit: Circuit,
+    /// Until when a `Retry-After` holds the host (ms since the epoch), if it does.
+    pub not_before: Option<u64>,
+}
+
+/// Hosts with an open circuit, a held `Retry-After` or recent failures, as the scheduler last
+/// published them. Cheap to clone; read by the admin API.
+#[derive(Clone, Default)]
+pub struct HostHealth(Arc<Mutex<BTreeMap<String, HostHealthView>>>);
+
+impl HostHealth {
+    pub fn set(&self, host: &str, view: Option<HostHealthView>) {
+        if let Ok(mut m) = self.0.lock() {
+            match view {
+                Some(v) => m.insert(host.to_string(), v),
+                None => m.remove(host),
+            };
+        }
+    }
+
+    pub fn get(&self, host: &str) -> Option<HostHealthView> {
+        self.0.lock().ok().and_then(|m| m.get(host).cloned())
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, HostHealthView> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// The named endpoints disabled by a `410 Gone`. Their deliveries are held until an operator
+/// enables them again. The scheduler subscribes to changes.
+#[derive(Clone)]
+pub struct EndpointGate {
+    disabled_tx: Arc<watch::Sender<BTreeSet<String>>>,
+}
+
+impl EndpointGate {
+    /// Starts from the set the store persisted.
+    pub fn new(disabled: BTreeSet<String>) -> EndpointGate {
+        EndpointGate {
+            disabled_tx: Arc::new(watch::channel(disabled).0),
+        }
+    }
+
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.disabled_tx.borrow().contains(name)
+    }
+
+    pub fn disabled(&self) -> BTreeSet<String> {
+        self.disabled_tx.borrow().clone()
+    }
+
+    /// Returns whether it changed.
+    pub fn set(&self, name: &str, disabled: bool) -> bool {
+        self.disabled_tx.send_if_modified(|set| {
+            if disabled {
+                set.insert(name.to_string())
+            } else {
+                set.remove(name)
+            }
+        })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.disabled_tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HostSignal::*;
+
+    const P: BreakerPolicy = BreakerPolicy {
+        threshold: 3,
+        probe_interval_ms: 100,
+    };
+
+    #[test]
+    fn breaker_table() {
+        let closed = |failures| Circuit::Closed { failures };
+        let open = |probe_at| Circuit::Open { probe_at };
+        // (state, signal, now, next state)
+        let cases = [
+            (closed(0), Failed, 10, closed(1)),
+            (closed(1), Failed, 10, closed(2)),
+            (closed(2), Failed, 10, open(110)),
+            (closed(2), Healthy, 10, closed(0)),
+            (closed(2), Neutral, 10, closed(2)),
+            (Circuit::HalfOpen, Failed, 500, open(600)),
+            (Circuit::HalfOpen, Healthy, 500, closed(0)),
+            (Circuit::HalfOpen, Neutral, 500, open(500)),
+            (open(600), Failed, 520, open(600)),
+            (open(600), Healthy, 520, closed(0)),
+        ];
+        for (state, signal, now, want) in cases {
+            assert_eq!(
+                state.on_result(signal, now, P),
+                want,
+                "{state:?} + {signal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_circuit_lets_one_probe_through_at_its_time() {
+        let s = Circuit::Open { probe_at: 100 };
+        assert_eq!(s.gate(), Some(100));
+        assert_eq!(s.limit(8), 1);
+        assert_eq!(s.on_start(99), s);
+        let probing = s.on_start(100);
+        assert_eq!(probing, Circuit::HalfOpen);
+        assert_eq!(probing.gate(), None);
+        assert_eq!(Circuit::default().gate(), Some(0));
+        assert_eq!(Circuit::default().limit(8), 8);
+    }
+
+    #[test]
+    fn gate_changes_are_seen_by_subscribers() {
+        let gate = EndpointGate::new(BTreeSet::from(["a".to_string()]));
+        let mut rx = gate.subscribe();
+        assert!(gate.is_disabled("a"));
+        assert!(!gate.set("a", true));
+        assert!(gate.set("a", false));
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow_and_update().is_empty());
+        assert!(!gate.is_disabled("a"));
+    }
+}
