@@ -415,4 +415,41 @@ mod tests {
         );
         assert_eq!(e("2606:4700::1111"), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Every IPv4 address and every IPv6 form carrying it get the same verdict.
+            #[test]
+            fn embedded_forms_agree_with_their_ipv4_address(bits in any::<u32>()) {
+                let strict = EgressPolicy::strict();
+                let v4 = Ipv4Addr::from(bits);
+                let want = strict.check_ip(IpAddr::V4(v4)).is_ok();
+                let [a, b, c, d] = v4.octets();
+                let hi = u16::from_be_bytes([a, b]);
+                let lo = u16::from_be_bytes([c, d]);
+                for v6 in [
+                    v4.to_ipv6_mapped(),
+                    Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                    Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1),
+                    Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0x8000, 0x63bf, !hi, !lo),
+                ] {
+                    // A denied IPv4 address is denied in every form; an allowed one is allowed
+                    // unless the IPv6 prefix itself is denied (none of these are).
+                    prop_assert_eq!(strict.check_ip(IpAddr::V6(v6)).is_ok(), want, "{} via {}", v4, v6);
+                }
+            }
+
+            #[test]
+            fn parsing_any_host_never_panics(host in "[a-zA-Z0-9.:\\[\\]%x-]{0,40}") {
+                if let Ok(url) = url::Url::parse(&format!("http://{host}/")) {
+                    let _ = EgressPolicy::strict().check_url(&url);
+                }
+            }
+        }
+    }
 }

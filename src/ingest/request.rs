@@ -373,4 +373,120 @@ mod tests {
         assert!(validate_idempotency_key(&"k".repeat(256)).is_err());
         assert!(validate_idempotency_key("tab\there").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // Brief in CI; the point is breadth of shapes, not depth.
+            ProptestConfig::with_cases(256)
+        }
+
+        /// Paths shaped like ingest request lines: mode prefixes, URL-ish pieces, junk.
+        fn path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_string()),
+                Just("/e/".to_string()),
+                Just("/e/orders".to_string()),
+                Just("/v1/events".to_string()),
+                Just("http://".to_string()),
+                Just("https://".to_string()),
+                Just("?".to_string()),
+                Just("[::1]".to_string()),
+                Just("0x7f.1".to_string()),
+                Just("%00".to_string()),
+                Just(":".to_string()),
+                Just("@".to_string()),
+                "[a-zA-Z0-9./:?&=#%\\[\\]@-]{0,12}",
+                any::<String>(),
+            ];
+            proptest::collection::vec(piece, 0..6).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn route_never_panics_and_accepted_targets_are_valid(
+                method in prop_oneof![
+                    Just("POST".to_string()),
+                    Just("GET".to_string()),
+                    Just("PUT".to_string()),
+                    "[A-Z]{0,7}",
+                ],
+                p in path(),
+            ) {
+                let eps = endpoints();
+                let method = method.as_str();
+                if let Ok(route) = route(method, &p, &eps) {
+                    match route {
+                        Route::UrlPrefix { target } | Route::Endpoint { target, .. } => {
+                            prop_assert!(FORWARD_METHODS.contains(&method));
+                            let url = validate_target(&target);
+                            prop_assert!(url.is_ok(), "{target}");
+                            let url = url.unwrap();
+                            prop_assert!(matches!(url.scheme(), "http" | "https"));
+                            prop_assert!(url.host_str().is_some_and(|h| !h.is_empty()));
+                        }
+                        Route::Envelope => prop_assert_eq!(method, "POST"),
+                    }
+                }
+            }
+
+            #[test]
+            fn validate_target_never_panics(t in path()) {
+                if let Ok(url) = validate_target(&t) {
+                    // Whatever passes has a host the egress guard can classify.
+                    prop_assert!(crate::egress::target_host(&url).is_some());
+                    let _ = crate::egress::EgressPolicy::strict().check_url(&url);
+                }
+            }
+
+            #[test]
+            fn join_endpoint_keeps_the_base_and_every_query(
+                base_path in "(/[a-z0-9]{0,5}){0,3}",
+                base_q in proptest::option::of("[a-z0-9=]{1,6}"),
+                rest_path in "(/[a-z0-9]{0,5}){0,3}",
+                rest_q in proptest::option::of("[a-z0-9=]{1,6}"),
+            ) {
+                let base = format!("https://r.example{base_path}{}", base_q.as_ref().map(|q| format!("?{q}")).unwrap_or_default());
+                let rest = format!("{rest_path}{}", rest_q.as_ref().map(|q| format!("?{q}")).unwrap_or_default());
+                let joined = join_endpoint(&base, &rest);
+                prop_assert!(joined.starts_with("https://r.example"));
+                prop_assert!(validate_target(&joined).is_ok(), "{joined}");
+                let (path, query) = split_query(&joined);
+                let prefix = format!("https://r.example{}", base_path.trim_end_matches('/'));
+                prop_assert!(path.starts_with(&prefix), "{} does not start with {}", path, prefix);
+                for q in [base_q, rest_q].into_iter().flatten() {
+                    prop_assert!(query.is_some_and(|jq| jq.split('&').any(|p| p == q)), "{joined} lost {q}");
+                }
+            }
+
+            #[test]
+            fn end_to_end_headers_drop_every_hop_by_hop_header(
+                headers in proptest::collection::vec(
+                    (prop_oneof![
+                        Just("Connection".to_string()),
+                        Just("Keep-Alive".to_string()),
+                        Just("Transfer-Encoding".to_string()),
+                        Just("Proxy-Authorization".to_string()),
+                        Just("Host".to_string()),
+                        Just("X-Custom".to_string()),
+                        "[A-Za-z-]{1,10}",
+                    ], proptest::collection::vec(any::<u8>(), 0..16)),
+                    0..12,
+                ),
+            ) {
+                let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+                let out = end_to_end_headers(pairs.iter().copied());
+                prop_assert!(out.len() <= headers.len());
+                for (name, _) in &out {
+                    prop_assert_eq!(name, &name.to_ascii_lowercase());
+                    prop_assert!(!HOP_BY_HOP.contains(&name.as_str()));
+                    prop_assert!(!name.starts_with("proxy-"));
+                }
+            }
+        }
+    }
 }

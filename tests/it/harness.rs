@@ -198,13 +198,24 @@ impl Sidecar {
 
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("sidecar is running");
+        self.signal_term();
+        self.wait_exit().await
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let child = self.child.as_ref().expect("sidecar is running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        wait_for("sidecar to exit after SIGTERM", || {
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its status.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("sidecar is running");
+        wait_for("sidecar to exit", || {
             let exited = child.try_wait().unwrap();
             async move { exited }
         })

@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod chaos;
 mod delivery;
 mod ingest;
 mod restart;
+mod safety;

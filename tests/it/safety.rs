@@ -1,0 +1,417 @@
+//! The safety features against the real binary: egress guard, signing, per-host Retry-After,
+//! circuit breaker, 410 disabling an endpoint, and backpressure. Every packet stays on loopback;
+//! the guard's non-loopback ranges are covered by the unit tests of `egress.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::harness::*;
+
+/// Closes the harness's default loopback exception: the guard as shipped.
+const NO_EXCEPTIONS: (&str, &str) = ("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[]");
+
+#[tokio::test]
+async fn egress_guard_refuses_loopback_literals_at_ingest() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start_with_env(FAST_RETRY, &[NO_EXCEPTIONS]).await;
+    let port = receiver.addr.port();
+    for target in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("http://2130706433:{port}/x"),
+        format!("http://0x7f.1:{port}/x"),
+        format!("http://127.1:{port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{port}/x"),
+        format!("http://[::1]:{port}/x"),
+    ] {
+        let (status, json) = sidecar.send(&target, "{}", None).await;
+        assert_eq!(status, 403, "{target}: {json}");
+        assert_eq!(json["error"]["code"], "target_forbidden", "{target}");
+    }
+    assert_eq!(receiver.count(), 0);
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "hookrelay_egress_denied_total{action=\"blocked\",stage=\"ingest\"}"
+        ),
+        Some(6.0)
+    );
+}
+
+#[tokio::test]
+async fn a_name_resolving_only_to_denied_addresses_fails_as_egress_blocked() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start_with_env(FAST_RETRY, &[NO_EXCEPTIONS]).await;
+    // `localhost` is a name: accepted at ingest, refused when it resolves to 127.0.0.1 / ::1.
+    let target = format!("http://localhost:{}/x", receiver.addr.port());
+    let (status, json) = sidecar.send(&target, "{}", None).await;
+    assert_eq!(status, 202, "{json}");
+    let id = json["id"].as_str().unwrap();
+    let d = sidecar.wait_status(id, "failed").await;
+    assert_eq!(d["attempt_count"], 1, "permanent: no retry");
+    assert_eq!(d["last_classification"], "EGRESS_BLOCKED");
+    assert!(
+        d["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("denied"),
+        "{d}"
+    );
+    assert_eq!(receiver.count(), 0, "no packet reached the receiver");
+}
+
+#[tokio::test]
+async fn report_mode_counts_but_lets_through_and_allow_hosts_opens_a_name() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start_with_env("[egress]\nmode = \"report\"\n", &[NO_EXCEPTIONS]).await;
+    let (status, json) = sidecar.send(&receiver.url("/r"), "{}", None).await;
+    assert_eq!(status, 202, "{json}");
+    sidecar
+        .wait_status(json["id"].as_str().unwrap(), "delivered")
+        .await;
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "hookrelay_egress_denied_total{action=\"reported\",stage=\"ingest\"}"
+        ),
+        Some(1.0)
+    );
+
+    let sidecar = Sidecar::start_with_env(
+        "[egress]\nallow_hosts = [\"localhost\"]\n",
+        &[NO_EXCEPTIONS],
+    )
+    .await;
+    let target = format!("http://localhost:{}/named", receiver.addr.port());
+    let (status, json) = sidecar.send(&target, "{}", None).await;
+    assert_eq!(status, 202, "{json}");
+    sidecar
+        .wait_status(json["id"].as_str().unwrap(), "delivered")
+        .await;
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_SECRET: &str = "whsec_c2VjcmV0LWZyb20tbGFzdC15ZWFyLXJvdGF0ZWQ=";
+
+/// An independent check, as a receiver would write it from the specification.
+fn verifies(secret: &str, id: &str, ts: &str, body: &[u8], signature: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    signature.split(' ').any(|s| s == want)
+}
+
+#[tokio::test]
+async fn named_endpoints_are_signed_with_a_stable_id_and_every_active_secret() {
+    let receiver = Receiver::start(Arc::new(|_, n| {
+        if n == 0 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let sidecar = Sidecar::start(&format!(
+        "{FAST_RETRY}[endpoints.signed]\nurl = \"{}\"\nsecret = \"{SECRET}\"\nsecrets = [\"{OLD_SECRET}\"]\n[endpoints.plain]\nurl = \"{}\"\n",
+        receiver.url("/signed"),
+        receiver.url("/plain")
+    ))
+    .await;
+    let post = |path: &str| {
+        sidecar
+            .http
+            .post(sidecar.ingest_url(path))
+            .header("webhook-signature", "v1,forged")
+            .body("{\"order\":1}")
+            .send()
+    };
+    let resp = post("/e/signed").await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sidecar.wait_status(&id, "delivered").await;
+    let got = receiver.received();
+    let signed: Vec<_> = got.iter().filter(|r| r.target == "/signed").collect();
+    assert_eq!(signed.len(), 2, "503 then 200");
+    for r in &signed {
+        let wid = r.header("webhook-id").unwrap();
+        let ts = r.header("webhook-timestamp").unwrap();
+        let sig = r.header("webhook-signature").unwrap();
+        assert_eq!(wid, id, "the id is the delivery id, stable across retries");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            now.abs_diff(ts.parse().unwrap()) < 60,
+            "fresh timestamp {ts}"
+        );
+        assert_eq!(sig.split(' ').count(), 2, "one signature per secret: {sig}");
+        assert!(verifies(SECRET, wid, ts, &r.body, sig), "current secret");
+        assert!(verifies(OLD_SECRET, wid, ts, &r.body, sig), "older secret");
+        assert!(!sig.contains("forged"), "the app's own header is replaced");
+    }
+
+    let resp = post("/e/plain").await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let r = receiver.wait_count(3).await;
+    let plain = r.iter().find(|r| r.target == "/plain").unwrap();
+    assert!(plain.header("webhook-id").is_none());
+    // Without a secret, the app's headers pass through untouched.
+    assert_eq!(plain.header("webhook-signature"), Some("v1,forged"));
+}
+
+#[tokio::test]
+async fn retry_after_holds_every_delivery_to_the_host() {
+    let first = Arc::new(AtomicBool::new(true));
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        if first.swap(false, Ordering::SeqCst) {
+            Reply::Full(429, vec![("retry-after".into(), "2".into())], String::new())
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    // One attempt at a time to the host, so the second webhook waits behind the first.
+    let sidecar = Sidecar::start(
+        "[delivery]\nper_host_concurrency = 1\n[retry]\ninitial_delay = \"50ms\"\nmax_delay = \"5s\"\n",
+    )
+    .await;
+    let (_, a) = sidecar.send(&receiver.url("/a"), "{}", None).await;
+    let (_, b) = sidecar.send(&receiver.url("/b"), "{}", None).await;
+    sidecar
+        .wait_status(a["id"].as_str().unwrap(), "delivered")
+        .await;
+    sidecar
+        .wait_status(b["id"].as_str().unwrap(), "delivered")
+        .await;
+    let got = receiver.received();
+    let limited = got[0].at;
+    for r in &got[1..] {
+        assert!(
+            r.at - limited >= Duration::from_millis(1900),
+            "{} came {:?} after the 429",
+            r.target,
+            r.at - limited
+        );
+    }
+}
+
+#[tokio::test]
+async fn circuit_breaker_holds_a_failing_host_and_probes_it() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let gate = healthy.clone();
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        if gate.load(Ordering::SeqCst) {
+            Reply::Status(200)
+        } else {
+            Reply::Status(500)
+        }
+    }))
+    .await;
+    let sidecar = Sidecar::start(
+        "[retry]\ninitial_delay = \"20ms\"\nmax_delay = \"50ms\"\nmax_attempts = 1000\njitter = 0.0\n\
+         [delivery]\nper_host_concurrency = 1\n[health]\nfailure_threshold = 3\nprobe_interval = \"700ms\"\n",
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (status, json) = sidecar
+            .send(&receiver.url(&format!("/h/{i}")), "{}", None)
+            .await;
+        assert_eq!(status, 202);
+        ids.push(json["id"].as_str().unwrap().to_string());
+    }
+    let series = format!("hookrelay_host_circuit_open{{host=\"{}\"}}", receiver.addr);
+    wait_for("the circuit to open", || async {
+        (metric(&sidecar.metrics().await, &series) == Some(1.0)).then_some(())
+    })
+    .await;
+    let (_, hosts) = sidecar.get_json("/v1/health/hosts").await;
+    assert_eq!(
+        hosts["hosts"][0]["host"],
+        receiver.addr.to_string(),
+        "{hosts}"
+    );
+    assert!(
+        ["open", "half_open"].contains(&hosts["hosts"][0]["circuit"].as_str().unwrap()),
+        "{hosts}"
+    );
+    // While open, attempts come one probe per interval, not every 20 ms.
+    let opened_at = receiver.count();
+    receiver.wait_count(opened_at + 2).await;
+    let got = receiver.received();
+    let gap = got[opened_at + 1].at - got[opened_at].at;
+    assert!(gap >= Duration::from_millis(600), "probes {gap:?} apart");
+    assert!(got.len() <= opened_at + 3, "{} attempts", got.len());
+
+    healthy.store(true, Ordering::SeqCst);
+    for id in &ids {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    let m = sidecar.metrics().await;
+    assert_ne!(metric(&m, &series), Some(1.0), "closed again");
+}
+
+#[tokio::test]
+async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts() {
+    let back = Arc::new(AtomicBool::new(false));
+    let flag = back.clone();
+    let receiver = Receiver::start(Arc::new(move |r, _| {
+        if r.target.starts_with("/gone") && !flag.load(Ordering::SeqCst) {
+            Reply::Status(410)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let mut sidecar = Sidecar::start(&format!(
+        "{FAST_RETRY}[endpoints.gone]\nurl = \"{}\"\n[endpoints.fine]\nurl = \"{}\"\n",
+        receiver.url("/gone"),
+        receiver.url("/fine")
+    ))
+    .await;
+    let send = |sidecar: &Sidecar, path: &str| {
+        let req = sidecar
+            .http
+            .post(sidecar.ingest_url(path))
+            .body("{}")
+            .send();
+        async move {
+            let resp = req.await.unwrap();
+            assert_eq!(resp.status(), 202);
+            let v: serde_json::Value = resp.json().await.unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = send(&sidecar, "/e/gone/1").await;
+    wait_for("the endpoint to be disabled", || async {
+        let (_, h) = sidecar.get_json("/v1/health/hosts").await;
+        (h["disabled_endpoints"] == serde_json::json!(["gone"])).then_some(())
+    })
+    .await;
+    let second = send(&sidecar, "/e/gone/2").await;
+    let d = sidecar.delivery(&first).await;
+    assert_eq!(d["status"], "pending", "held, not failed: {d}");
+    assert_eq!(d["attempts"][0]["status_code"], 410);
+    let m = sidecar.metrics().await;
+    assert_eq!(metric(&m, "hookrelay_endpoints_disabled_total"), Some(1.0));
+
+    // The disabling survives a crash; other endpoints keep flowing meanwhile.
+    sidecar.kill9();
+    sidecar.restart().await;
+    let (_, h) = sidecar.get_json("/v1/health/hosts").await;
+    assert_eq!(h["disabled_endpoints"], serde_json::json!(["gone"]));
+    let fine = send(&sidecar, "/e/fine").await;
+    sidecar.wait_status(&fine, "delivered").await;
+    let gone_requests = || {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.target.starts_with("/gone"))
+            .count()
+    };
+    let before = gone_requests();
+    assert_eq!(sidecar.delivery(&second).await["attempt_count"], 0);
+
+    back.store(true, Ordering::SeqCst);
+    let resp = sidecar
+        .http
+        .post(sidecar.admin_url("/v1/endpoints/gone/enable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    sidecar.wait_status(&first, "delivered").await;
+    sidecar.wait_status(&second, "delivered").await;
+    assert_eq!(gone_requests(), before + 2);
+}
+
+#[tokio::test]
+async fn over_max_pending_ingest_answers_503_overloaded_until_the_backlog_drains() {
+    let receiver = Receiver::start(Arc::new(|_, _| Reply::Status(500))).await;
+    let sidecar = Sidecar::start(
+        "[store]\nmax_pending = 3\n[retry]\ninitial_delay = \"300ms\"\nmax_delay = \"1s\"\nmax_attempts = 2\njitter = 0.0\n",
+    )
+    .await;
+    for i in 0..3 {
+        let (status, _) = sidecar
+            .send(&receiver.url(&format!("/{i}")), "{}", None)
+            .await;
+        assert_eq!(status, 202);
+    }
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url(&format!("/{}", receiver.url("/3"))))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "overloaded");
+    // The three fail after two attempts each; then there is room again.
+    let started = Instant::now();
+    wait_for("ingest to accept again", || async {
+        let (status, _) = sidecar.send(&receiver.url("/later"), "{}", None).await;
+        (status == 202).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn over_max_bytes_ingest_answers_503_overloaded() {
+    let sidecar = Sidecar::start("[store]\nmax_bytes = 1\n").await;
+    let (status, json) = sidecar.send("http://127.0.0.1:9/x", "{}", None).await;
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(json["error"]["code"], "overloaded");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("store.max_bytes")
+    );
+}
+
+#[tokio::test]
+async fn per_host_concurrency_bounds_attempts_in_flight_to_one_host() {
+    let receiver = Receiver::start(Arc::new(|_, _| Reply::Stall(Duration::from_millis(300)))).await;
+    let other = Receiver::ok().await;
+    let sidecar = Sidecar::start("[delivery]\nper_host_concurrency = 2\nconcurrency = 16\n").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (_, j) = sidecar
+            .send(&receiver.url(&format!("/s/{i}")), "{}", None)
+            .await;
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    // A different host is not held up by the slow one.
+    let (_, j) = sidecar.send(&other.url("/fast"), "{}", None).await;
+    sidecar
+        .wait_status(j["id"].as_str().unwrap(), "delivered")
+        .await;
+    for id in &ids {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    // Arrivals come in pairs, one stall apart: never more than 2 at once.
+    let got = receiver.received();
+    for w in got.windows(3) {
+        assert!(
+            w[2].at - w[0].at >= Duration::from_millis(250),
+            "three requests within one stall"
+        );
+    }
+}
