@@ -110,6 +110,29 @@ fn verifies(secret: &str, id: &str, ts: &str, body: &[u8], signature: &str) -> b
     signature.split(' ').any(|s| s == want)
 }
 
+/// The receiver example in `examples/receivers/` (Python's own hmac and base64) as a second,
+/// independent verifier.
+fn python_verifies(secret: &str, id: &str, ts: &str, sig: &str, body: &[u8]) -> bool {
+    use std::io::Write;
+    let script = "import sys; sys.path.insert(0, sys.argv[1]); \
+        from verify_standard_webhooks import verify; \
+        import os; h = {k: os.environ[k.upper().replace('-', '_')] for k in ('webhook-id', 'webhook-timestamp', 'webhook-signature')}; \
+        verify(os.environ['SECRET'], h, sys.stdin.buffer.read())";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/receivers"))
+        .env("SECRET", secret)
+        .env("WEBHOOK_ID", id)
+        .env("WEBHOOK_TIMESTAMP", ts)
+        .env("WEBHOOK_SIGNATURE", sig)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs the receiver example (.ci/run installs it)");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait().unwrap().success()
+}
+
 #[tokio::test]
 async fn named_endpoints_are_signed_with_a_stable_id_and_every_active_secret() {
     let receiver = Receiver::start(Arc::new(|_, n| {
@@ -161,6 +184,9 @@ async fn named_endpoints_are_signed_with_a_stable_id_and_every_active_secret() {
         assert!(verifies(SECRET, wid, ts, &r.body, sig), "current secret");
         assert!(verifies(OLD_SECRET, wid, ts, &r.body, sig), "older secret");
         assert!(!sig.contains("forged"), "the app's own header is replaced");
+        assert!(python_verifies(SECRET, wid, ts, sig, &r.body));
+        assert!(python_verifies(OLD_SECRET, wid, ts, sig, &r.body));
+        assert!(!python_verifies(SECRET, wid, ts, sig, b"{\"order\":2}"));
     }
 
     let resp = post("/e/plain").await.unwrap();
