@@ -54,6 +54,8 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("the disk is nearly full ({free} bytes free); writes are refused until space returns")]
+    DiskFull { free: u64 },
     #[error("store at {path}: {reason}")]
     Open { path: String, reason: String },
 }
@@ -245,6 +247,10 @@ impl Store {
             .map(|v| decode("meta", v.value()))
             .transpose()?
             .unwrap_or_default())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes the database file takes on disk.

@@ -26,6 +26,21 @@ use crate::model::{Attempt, DeliveryRecord, Id, IdGen, Status};
 const MAX_BATCH: usize = 4096;
 /// Most expired rows removed per prune operation, so pruning never stalls ingest.
 const PRUNE_LIMIT: usize = 2000;
+/// Free disk space below which writes that grow the store are refused (see
+/// `Writer::refuse_when_disk_is_full`). redb grows its file in steps; this leaves room for one.
+pub const DISK_RESERVE: u64 = 64 << 20;
+
+/// Whether there is room to commit with `free` bytes left on the store's file system.
+pub fn has_room(free: u64) -> bool {
+    free >= DISK_RESERVE
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// How often the store's size is measured while commits happen (with `store.max_bytes` set).
 const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -196,6 +211,16 @@ pub fn spawn_with_limit(
     enqueued_tx: mpsc::UnboundedSender<Vec<Enqueued>>,
     max_bytes: u64,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    spawn_inner(store, metrics, enqueued_tx, max_bytes, free_space)
+}
+
+fn spawn_inner(
+    store: &Store,
+    metrics: Metrics,
+    enqueued_tx: mpsc::UnboundedSender<Vec<Enqueued>>,
+    max_bytes: u64,
+    free_space: fn(&std::path::Path) -> Option<u64>,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
     let healthy = Arc::new(AtomicBool::new(true));
     let used_bytes = Arc::new(AtomicU64::new(0));
@@ -210,6 +235,7 @@ pub fn spawn_with_limit(
         max_bytes,
         used_bytes: used_bytes.clone(),
         measured_at: None,
+        free_space,
     };
     writer.measure(true);
     let join = std::thread::Builder::new()
@@ -238,6 +264,8 @@ struct Writer {
     max_bytes: u64,
     used_bytes: Arc<AtomicU64>,
     measured_at: Option<Instant>,
+    /// How free disk space is read: a seam, so a test can fill the disk without filling it.
+    free_space: fn(&std::path::Path) -> Option<u64>,
 }
 
 /// An operation's answer, held until the commit that makes it true.
@@ -330,11 +358,58 @@ impl Writer {
         Ok(live)
     }
 
+    /// With the disk nearly full, refuses every op that would grow the file before redb sees
+    /// it: a write that fails inside redb latches the database until it is reopened, while a
+    /// refusal here leaves it healthy, so the sidecar recovers by itself when space returns.
+    /// Prunes still run: they are what gives space back.
+    fn refuse_when_disk_is_full(&mut self, batch: &mut Vec<WriteOp>, replies: &mut Vec<Reply>) {
+        let Some(free) = (self.free_space)(self.store.path()) else {
+            return;
+        };
+        if has_room(free) {
+            return;
+        }
+        let e = StoreError::DiskFull { free };
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::error!(
+                free_bytes = free,
+                "disk nearly full: refusing writes until space returns"
+            );
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            let refused = |_: ()| StoreError::CommitFailed(e.to_string());
+            match op {
+                WriteOp::Ingest(w, tx) => {
+                    replies.push(Reply::Ingest(tx, Err(refused(())), w.received))
+                }
+                WriteOp::Attempt(_, tx) => replies.push(Reply::Attempt(tx, Err(refused(())))),
+                WriteOp::EndpointDisabled { reply, .. } => {
+                    replies.push(Reply::Unit(reply, Err(refused(()))))
+                }
+                prune @ WriteOp::Prune { .. } => kept.push(prune),
+            }
+        }
+        *batch = kept;
+    }
+
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
         let started = Instant::now();
         let size = batch.len();
         let mut replies = Vec::with_capacity(size);
         let mut enqueued = Vec::new();
+        self.refuse_when_disk_is_full(batch, &mut replies);
+        if batch.is_empty() {
+            for reply in replies {
+                match reply {
+                    Reply::Ingest(tx, r, _) => drop(tx.send(r)),
+                    Reply::Attempt(tx, r) => drop(tx.send(r)),
+                    Reply::Prune(tx, r) => drop(tx.send(r)),
+                    Reply::Unit(tx, r) => drop(tx.send(r)),
+                }
+            }
+            return;
+        }
         let result = (|| -> Result<(), StoreError> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -602,4 +677,73 @@ fn prune(txn: &WriteTransaction, now: u64, retention_ms: u64) -> Result<PruneRes
     }
     result.deliveries = old.len();
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test's disk: how many bytes are free.
+    static FREE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+    fn test_disk(_: &std::path::Path) -> Option<u64> {
+        Some(FREE.load(Ordering::SeqCst))
+    }
+
+    fn one_delivery() -> IngestWrite {
+        IngestWrite {
+            idem: None,
+            event_id: None,
+            deliveries: vec![NewDelivery {
+                record: encode(&0u32),
+                payload: encode(&0u32),
+                next_at: 0,
+                host: "h:80".into(),
+            }],
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn room_needs_the_reserve() {
+        assert!(!has_room(0));
+        assert!(!has_room(DISK_RESERVE - 1));
+        assert!(has_room(DISK_RESERVE));
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_writes_without_harm_and_recovers_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (writer, join) = spawn_inner(&store, Metrics::new(), tx, 0, test_disk).unwrap();
+        assert!(matches!(
+            writer.ingest(one_delivery()).await,
+            Ok(IngestResult::Created { .. })
+        ));
+        assert!(writer.healthy());
+
+        FREE.store(1 << 20, Ordering::SeqCst);
+        let refused = writer.ingest(one_delivery()).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("disk is nearly full"),
+            "{refused}"
+        );
+        assert!(!writer.healthy(), "readiness turns off");
+        // Pruning, which gives space back, still runs.
+        assert!(writer.prune(0, 0).await.is_ok());
+        // Nothing acked was touched: the first delivery is still there, the refused one is not.
+        assert_eq!(store.due_entries().unwrap().len(), 1);
+
+        FREE.store(u64::MAX, Ordering::SeqCst);
+        assert!(matches!(
+            writer.ingest(one_delivery()).await,
+            Ok(IngestResult::Created { .. })
+        ));
+        assert!(writer.healthy(), "recovered by itself");
+        assert_eq!(store.due_entries().unwrap().len(), 2);
+        assert_eq!(rx.recv().await.unwrap().len(), 1);
+        drop(writer);
+        join.join().unwrap();
+    }
 }
