@@ -45,6 +45,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("admin.listen {}: cannot bind", config.admin.listen))?;
     admin_listener.set_nonblocking(true)?;
 
+    for ep in config.endpoints.values() {
+        if let Err(denied) = config.egress.check_url(&ep.url) {
+            tracing::warn!(endpoint = %ep.name, reason = %denied, "the egress guard denies this endpoint's URL; its webhooks will be refused");
+        }
+    }
     let store = Store::open(&config.store.path)?;
     let metrics = Metrics::new();
     let per_host_limit = config.delivery.per_host_concurrency;

@@ -375,7 +375,8 @@ impl Scheduler {
         } else if gauge.remove_label_values(&[host]).is_ok() {
             tracing::info!(host, "circuit closed: deliveries to the host resume");
         }
-        let plain = view.circuit == Circuit::default() && view.not_before.is_none();
+        // Closed circuits with a few failures are not shown: the queue may forget them.
+        let plain = !view.circuit.is_open() && view.not_before.is_none();
         self.host_health.set(host, (!plain).then_some(view));
     }
 }

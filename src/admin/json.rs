@@ -96,9 +96,12 @@ pub fn oldest_pending_age_secs(store: &Store) -> Result<Option<u64>, StoreError>
 
 /// `GET /v1/health/hosts`: hosts held by their breaker or a Retry-After, and disabled endpoints.
 pub fn health(hosts: &HostHealth, gate: &EndpointGate) -> serde_json::Value {
+    let now = clock::now_ms();
     let hosts: Vec<serde_json::Value> = hosts
         .snapshot()
         .into_iter()
+        // A Retry-After hold that has passed is not news.
+        .filter(|(_, v)| v.circuit.is_open() || v.not_before.is_some_and(|t| t > now))
         .map(|(host, v)| host_json(&host, Some(&v)))
         .collect();
     serde_json::json!({
