@@ -49,12 +49,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let per_host_limit = config.delivery.concurrency;
     let mut queue = Queue::new(per_host_limit);
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
-    let due = store.due_entries()?;
-    for entry in &due {
-        queue.push(&entry.host, entry.next_at, entry.id);
-    }
-    tracing::info!(pending = due.len(), path = %config.store.path.display(), "store opened");
-    drop(due);
+    let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
+    tracing::info!(pending, path = %config.store.path.display(), "store opened");
 
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let (writer, writer_join) = writer::spawn(&store, metrics.clone(), enqueued_tx)?;
