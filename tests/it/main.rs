@@ -6,3 +6,4 @@ mod harness;
 mod delivery;
 mod ingest;
 mod restart;
+mod retention;
