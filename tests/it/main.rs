@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod cli_config;
+mod config_reference;
 mod delivery;
 mod ingest;
 mod restart;
