@@ -7,4 +7,5 @@ mod cli_config;
 mod config_reference;
 mod delivery;
 mod ingest;
+mod packaging;
 mod restart;
