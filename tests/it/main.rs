@@ -3,7 +3,10 @@
 
 mod harness;
 
+mod cli_config;
+mod config_reference;
 mod delivery;
 mod ingest;
+mod packaging;
 mod restart;
 mod retention;
