@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 
 use crate::egress::{EgressPolicy, Mode};
@@ -210,29 +211,95 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::MissingFile(path.to_path_buf()));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        // Only double-underscore names are config keys: HOOKRELAY_ADMIN_URL and friends belong to
-        // the CLI and must not be read as unknown keys.
-        let env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("HOOKRELAY_") && k.contains("__"))
-            .collect();
-        let mut toml_env = String::new();
-        for (k, v) in &env {
-            let path = k["HOOKRELAY_".len()..]
-                .to_ascii_lowercase()
-                .replace("__", ".");
-            toml_env.push_str(&format!("{path} = {}\n", env_value_to_toml(v)));
-        }
-        figment = figment.merge(Toml::string(&toml_env));
-        let raw: RawConfig = figment.extract().map_err(Box::new)?;
+        let raw: RawConfig = layered(file, env)?.extract().map_err(Box::new)?;
         raw.validate()
+    }
+}
+
+/// The layers of a configuration before validation: the embedded defaults, then `file`, then one
+/// layer per `HOOKRELAY_SECTION__KEY` variable (sorted by name). Every value keeps the metadata of
+/// the layer that set it, which is how `hookrelay config show` tells where it came from:
+/// [`Origin::of`].
+pub fn layered(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Layer {
+        metadata: Metadata::named(DEFAULTS_LAYER),
+        data: Toml::string(DEFAULT_TOML),
+    });
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.to_path_buf()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    // Only double-underscore names are config keys: HOOKRELAY_ADMIN_URL and friends belong to
+    // the CLI and must not be read as unknown keys.
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("HOOKRELAY_") && k.contains("__"))
+        .collect();
+    env.sort();
+    for (k, v) in env {
+        let path = k["HOOKRELAY_".len()..]
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        figment = figment.merge(Layer {
+            data: Toml::string(&format!("{path} = {}\n", env_value_to_toml(&v))),
+            metadata: Metadata::from(ENV_LAYER, Source::Custom(k)),
+        });
+    }
+    Ok(figment)
+}
+
+const DEFAULTS_LAYER: &str = "embedded defaults (config/default.toml)";
+const ENV_LAYER: &str = "environment variable";
+
+/// A TOML layer under a name of our choosing, so errors and `config show` name the real origin
+/// (an env var, the embedded defaults) rather than "TOML source string".
+struct Layer {
+    metadata: Metadata,
+    data: figment::providers::Data<Toml>,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.data.data()
+    }
+}
+
+/// Where one configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    /// The name of the environment variable.
+    Env(String),
+}
+
+impl Origin {
+    /// The origin recorded in a layer's metadata (see [`layered`]).
+    pub fn of(metadata: &Metadata) -> Origin {
+        match &metadata.source {
+            Some(Source::File(path)) => Origin::File(path.clone()),
+            Some(Source::Custom(var)) if metadata.name == ENV_LAYER => Origin::Env(var.clone()),
+            _ => Origin::Default,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+        }
     }
 }
 

@@ -5,11 +5,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hookrelay::config::Config;
 
+mod cli;
+
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Webhook delivery sidecar")]
+#[command(
+    name = "hookrelay",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HOOKRELAY_GIT_COMMIT"), ")"),
+    about = "Webhook delivery sidecar"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,11 +29,15 @@ enum Command {
         #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Check a configuration and report the first problem.
-    ConfigCheck {
-        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
-        config: Option<PathBuf>,
+    /// Check the configuration, or show the effective one.
+    Config {
+        #[command(subcommand)]
+        command: cli::config_cmd::ConfigCommand,
     },
+    /// Probe the running sidecar's admin listener (exit 0 if ready); for container health checks.
+    Healthcheck(cli::healthcheck::HealthcheckArgs),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -52,21 +62,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::ConfigCheck { config } => match Config::load(config.as_deref()) {
-            Ok(c) => {
-                println!(
-                    "configuration is valid ({} endpoint(s); ingest {}, admin {})",
-                    c.endpoints.len(),
-                    c.ingest.listen,
-                    c.admin.listen
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hookrelay: invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Config { command } => cli::config_cmd::run(command),
+        Command::Healthcheck(args) => cli::healthcheck::run(args),
+        Command::Completions { shell } => {
+            cli::completions::print(shell, Cli::command());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -4,7 +4,11 @@
 mod harness;
 
 mod chaos;
+mod cli_config;
+mod config_reference;
 mod delivery;
 mod ingest;
+mod packaging;
 mod restart;
+mod retention;
 mod safety;

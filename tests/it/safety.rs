@@ -377,6 +377,14 @@ async fn over_max_pending_ingest_answers_503_overloaded_until_the_backlog_drains
             .await;
         assert_eq!(status, 202);
     }
+    // The scheduler counts the backlog once the commits reach it.
+    wait_for("the scheduler to count three", || async {
+        let m = sidecar.metrics().await;
+        let depth = metric(&m, "hookrelay_queue_depth{status=\"pending\"}").unwrap_or(0.0)
+            + metric(&m, "hookrelay_queue_depth{status=\"in_progress\"}").unwrap_or(0.0);
+        (depth >= 3.0).then_some(())
+    })
+    .await;
     let resp = sidecar
         .http
         .post(sidecar.ingest_url(&format!("/{}", receiver.url("/3"))))

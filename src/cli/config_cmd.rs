@@ -1,0 +1,307 @@
+//! `hookrelay config check` and `hookrelay config show`: validate a configuration without
+//! starting, and print the effective one with each value's origin and every secret redacted.
+//!
+//! Both read the same layers as `serve` (`config::layered`), so what they report is what the
+//! sidecar would run with. Nothing here binds a port or opens the store.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use figment::Figment;
+use figment::value::{Dict, Value};
+use hookrelay::config::{self, Config, ConfigError, DEFAULT_TOML, Origin};
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and explain the first problem (exit 2 if invalid).
+    Check {
+        /// A TOML file layered over the embedded defaults.
+        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration as TOML, each value followed by its origin (default,
+    /// file or env), secrets redacted. Exits 2 after printing if the configuration is invalid.
+    Show {
+        /// A TOML file layered over the embedded defaults.
+        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: ConfigCommand) -> ExitCode {
+    match command {
+        ConfigCommand::Check { config } => check(config.as_deref()),
+        ConfigCommand::Show { config } => show(config.as_deref()),
+    }
+}
+
+fn check(file: Option<&Path>) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!(
+                "configuration is valid ({} endpoint(s); ingest {}, admin {})",
+                c.endpoints.len(),
+                c.ingest.listen,
+                c.admin.listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookrelay: invalid configuration: {e}");
+            // A semantic error names a key; say which layer set it, since the culprit is often an
+            // env var nobody remembers exporting.
+            if let ConfigError::Invalid { key, .. } = &e {
+                if let Some(line) = explain(file, key) {
+                    eprintln!("  {line}");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `key = value (from ORIGIN)` for a key of the layered configuration, if it has a value.
+fn explain(file: Option<&Path>, key: &str) -> Option<String> {
+    let figment = config::layered(file, std::env::vars()).ok()?;
+    let value = figment.find_value(key).ok()?;
+    let origin = origin(&figment, &value);
+    let path: Vec<String> = key.split('.').map(str::to_string).collect();
+    Some(format!("{key} = {} (from {origin})", shown(&path, &value)))
+}
+
+fn show(file: Option<&Path>) -> ExitCode {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let rendered = config::layered(file, env.clone()).and_then(|f| render(&f));
+    match rendered {
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("hookrelay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match Config::load_with_env(file, env) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookrelay: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const HEADER: &str = "\
+# hookrelay effective configuration: the embedded defaults, then the config file, then
+# HOOKRELAY_SECTION__KEY environment variables. Each value is followed by its origin.
+# Secrets (tokens, secrets, credential headers, URL passwords) are shown as \"<redacted>\".
+# Endpoint keys not listed here inherit the global delivery.timeout and retry.* values.
+";
+
+const REDACTED: &str = "<redacted>";
+
+/// The merged layers as TOML, one `key = value  # origin` line per value.
+pub fn render(figment: &Figment) -> Result<String, ConfigError> {
+    // An empty path finds the whole merged value, tags (and so origins) included.
+    let merged = figment
+        .find_value("")
+        .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+    let mut out = HEADER.to_string();
+    if let Some(dict) = merged.as_dict() {
+        write_table(&mut out, figment, &mut Vec::new(), dict);
+    }
+    Ok(out)
+}
+
+/// Writes the plain values of `dict` under a `[path]` header, then each sub-table in turn.
+fn write_table(out: &mut String, figment: &Figment, path: &mut Vec<String>, dict: &Dict) {
+    let mut keys: Vec<&String> = dict.keys().collect();
+    keys.sort_by_key(|k| (order_hint(path, k), k.to_string()));
+    let (tables, values): (Vec<&String>, Vec<&String>) =
+        keys.into_iter().partition(|k| dict[*k].as_dict().is_some());
+    if !values.is_empty() && !path.is_empty() {
+        let header: Vec<String> = path.iter().map(|k| toml_key(k)).collect();
+        out.push_str(&format!("\n[{}]\n", header.join(".")));
+    }
+    for k in values {
+        let value = &dict[k];
+        path.push(k.clone());
+        out.push_str(&format!(
+            "{} = {}  # {}\n",
+            toml_key(k),
+            shown(path, value),
+            origin(figment, value)
+        ));
+        path.pop();
+    }
+    for k in tables {
+        path.push(k.clone());
+        if let Some(sub) = dict[k].as_dict() {
+            write_table(out, figment, path, sub);
+        }
+        path.pop();
+    }
+}
+
+fn origin(figment: &Figment, value: &Value) -> Origin {
+    figment
+        .get_metadata(value.tag())
+        .map(Origin::of)
+        .unwrap_or(Origin::Default)
+}
+
+/// Sections and their keys in the order of `config/default.toml`; anything else after them,
+/// alphabetically.
+fn order_hint(path: &[String], key: &str) -> usize {
+    match path {
+        [] => DEFAULT_TOML
+            .find(&format!("\n[{key}]"))
+            .unwrap_or(usize::MAX),
+        [section] => DEFAULT_TOML
+            .find(&format!("\n[{section}]"))
+            .and_then(|start| {
+                let rest = &DEFAULT_TOML[start + 1..];
+                let end = rest.find("\n[").unwrap_or(rest.len());
+                rest[..end].find(&format!("\n{key} ="))
+            })
+            .unwrap_or(usize::MAX),
+        _ => usize::MAX,
+    }
+}
+
+/// The TOML text of `value` as `config show` prints it: redacted if `path` names a secret.
+fn shown(path: &[String], value: &Value) -> String {
+    if is_secret(path) {
+        return match value {
+            Value::Array(_, items) => {
+                format!("[{}]", vec![toml_str(REDACTED); items.len()].join(", "))
+            }
+            _ => toml_str(REDACTED),
+        };
+    }
+    if let Value::String(_, s) = value {
+        return toml_str(&redact_url_password(s));
+    }
+    toml::Value::try_from(value)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| format!("{value:?}"))
+}
+
+/// Whether the value at `path` (for example `["admin", "token"]` or
+/// `["endpoints", "orders", "headers", "Authorization"]`) must not be printed.
+pub fn is_secret(path: &[String]) -> bool {
+    let named_secret = |segment: &str| {
+        let s = segment.to_ascii_lowercase();
+        ["token", "secret", "secrets", "password"]
+            .iter()
+            .any(|w| s == *w || s.ends_with(&format!("_{w}")))
+    };
+    let credential_header = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        [
+            "authorization",
+            "token",
+            "secret",
+            "api-key",
+            "apikey",
+            "cookie",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+    };
+    path.iter().enumerate().any(|(i, segment)| {
+        named_secret(segment) || (i > 0 && path[i - 1] == "headers" && credential_header(segment))
+    })
+}
+
+/// `https://user:pw@host/` becomes `https://user:redacted@host/`; anything else is unchanged.
+fn redact_url_password(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare { k.to_string() } else { toml_str(k) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_name() {
+        let cases = [
+            ("admin.token", true),
+            ("endpoints.orders.secret", true),
+            ("endpoints.orders.secrets", true),
+            ("endpoints.orders.headers.Authorization", true),
+            ("endpoints.orders.headers.X-Endpoint-Token", true),
+            ("endpoints.orders.headers.X-Api-Key", true),
+            ("endpoints.orders.headers.X-Trace", false),
+            ("endpoints.token.url", true),
+            ("delivery.user_agent", false),
+            ("admin.listen", false),
+            ("store.path", false),
+        ];
+        for (p, secret) in cases {
+            assert_eq!(is_secret(&path(p)), secret, "{p}");
+        }
+    }
+
+    #[test]
+    fn show_names_each_origin_and_redacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h\"\n\
+             headers = { Authorization = \"Bearer abc\", X-Trace = \"t\" }\n",
+        )
+        .unwrap();
+        let env = [
+            ("HOOKRELAY_RETRY__MAX_ATTEMPTS", "3"),
+            ("HOOKRELAY_ADMIN_URL", "x"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let text = render(&config::layered(Some(&file), env).unwrap()).unwrap();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{text}"))
+                .to_string()
+        };
+        assert_eq!(line("listen ="), "listen = \"127.0.0.1:7700\"  # default");
+        assert!(line("concurrency =").ends_with(&format!("# file {}", file.display())));
+        assert_eq!(
+            line("max_attempts ="),
+            "max_attempts = 3  # env HOOKRELAY_RETRY__MAX_ATTEMPTS"
+        );
+        assert!(line("Authorization =").starts_with("Authorization = \"<redacted>\""));
+        assert!(line("X-Trace =").starts_with("X-Trace = \"t\""));
+        assert!(line("url =").starts_with("url = \"https://u:redacted@example.com/h\""));
+        assert!(!text.contains("Bearer abc") && !text.contains(":pw@"));
+        // Sections follow config/default.toml: ingest first.
+        let first = text.lines().find(|l| l.starts_with('[')).unwrap();
+        assert_eq!(first, "[ingest]");
+        // The output is TOML that loads to the same configuration.
+        let shown = dir.path().join("shown.toml");
+        std::fs::write(&shown, &text).unwrap();
+        let c = Config::load_with_env(Some(&shown), Vec::new()).unwrap();
+        assert_eq!(c.delivery.concurrency, 7);
+        assert_eq!(c.retry.max_attempts, 3);
+    }
+}

@@ -1,0 +1,196 @@
+//! The binary's non-serving subcommands: `config check`, `config show`, `healthcheck`,
+//! `completions` and `--version`, run as a user would run them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::harness::*;
+
+/// Runs the binary with a clean `HOOKRELAY_*` environment plus `env`.
+fn hookrelay(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HOOKRELAY_")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn config_check_accepts_the_defaults_and_a_valid_file() {
+    let out = hookrelay(&["config", "check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("configuration is valid (0 endpoint(s)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "ok.toml",
+        "[endpoints.orders]\nurl = \"https://receiver.example.com/hooks\"\n",
+    );
+    let out = hookrelay(&["config", "check", "--config", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 endpoint(s)"));
+}
+
+#[test]
+fn config_check_names_the_key_and_the_layer_that_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "bad.toml", "[delivery]\nconcurrency = 0\n");
+    let out = hookrelay(&["config", "check", "-c", &file], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("delivery.concurrency"), "{err}");
+    assert!(err.contains("delivery.concurrency = 0 (from file"), "{err}");
+
+    // The same bad value from the environment is blamed on the variable.
+    let out = hookrelay(
+        &["config", "check"],
+        &[("HOOKRELAY_DELIVERY__CONCURRENCY", "0")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("(from env HOOKRELAY_DELIVERY__CONCURRENCY)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Type errors and unknown keys name the key and where it was read.
+    let out = hookrelay(
+        &["config", "check"],
+        &[("HOOKRELAY_INGEST__NOPE", "1"), ("HOOKRELAY_CONFIG", &file)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("nope") && err.contains("HOOKRELAY_INGEST__NOPE"),
+        "{err}"
+    );
+
+    let out = hookrelay(
+        &["config", "check", "-c", "/nonexistent/hookrelay.toml"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not found"));
+}
+
+#[test]
+fn config_show_prints_origins_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "c.toml",
+        "[store]\npath = \"/data\"\n[endpoints.orders]\nurl = \"https://receiver.example.com/hooks\"\n\
+         headers = { Authorization = \"Bearer very-secret\" }\n",
+    );
+    let out = hookrelay(
+        &["config", "show"],
+        &[
+            ("HOOKRELAY_CONFIG", &file),
+            ("HOOKRELAY_ADMIN__LISTEN", "0.0.0.0:7701"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "listen = \"127.0.0.1:7700\"  # default",
+        "listen = \"0.0.0.0:7701\"  # env HOOKRELAY_ADMIN__LISTEN",
+        &format!("path = \"/data\"  # file {file}"),
+        &format!("Authorization = \"<redacted>\"  # file {file}"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+    assert!(!text.contains("very-secret"), "{text}");
+
+    // Invalid: still printed (to see where the bad value came from), then exit 2.
+    let out = hookrelay(&["config", "show"], &[("HOOKRELAY_RETRY__JITTER", "5.0")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("jitter = 5.0  # env HOOKRELAY_RETRY__JITTER"));
+    assert!(stderr(&out).contains("retry.jitter"));
+}
+
+#[test]
+fn completions_and_version() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = hookrelay(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(
+            script.contains("hookrelay") && script.contains("healthcheck"),
+            "{shell}"
+        );
+    }
+
+    let out = hookrelay(&["--version"], &[]);
+    let version = stdout(&out);
+    let expected_commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    assert_eq!(
+        version.trim(),
+        format!(
+            "hookrelay {} (commit {expected_commit})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_probes_the_admin_listener() {
+    let sidecar = Sidecar::start("").await;
+    let admin_url = sidecar.admin_url("");
+    let admin_listen = sidecar.admin.to_string();
+    let (ready, live, from_config, nothing_there) = tokio::task::spawn_blocking(move || {
+        let free = format!("http://127.0.0.1:{}", free_port());
+        (
+            hookrelay(&["healthcheck", "--admin-url", &admin_url], &[]),
+            hookrelay(
+                &["healthcheck", "--live"],
+                &[("HOOKRELAY_ADMIN_URL", &admin_url)],
+            ),
+            // No URL: taken from the configuration, as in the container image.
+            hookrelay(
+                &["healthcheck"],
+                &[("HOOKRELAY_ADMIN__LISTEN", &admin_listen)],
+            ),
+            hookrelay(
+                &["healthcheck", "--admin-url", &free, "--timeout", "2s"],
+                &[],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    assert!(
+        stdout(&ready).contains("/readyz: 200"),
+        "{}",
+        stdout(&ready)
+    );
+    assert!(live.status.success(), "{}", stderr(&live));
+    assert!(stdout(&live).contains("/healthz: 200"));
+    assert!(from_config.status.success(), "{}", stderr(&from_config));
+    assert_eq!(nothing_there.status.code(), Some(1));
+}
