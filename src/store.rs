@@ -15,6 +15,7 @@
 //! - `idem_expiry` (expires_at, sha256) -> (), for pruning
 //! - `meta`        name -> bytes (schema version, disabled endpoints)
 
+pub mod space;
 pub mod writer;
 
 use std::path::Path;

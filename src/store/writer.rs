@@ -17,6 +17,7 @@ use std::time::Instant;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::space::{free_space, has_room};
 use super::*;
 use crate::clock;
 use crate::metrics::Metrics;
@@ -26,21 +27,6 @@ use crate::model::{Attempt, DeliveryRecord, Id, IdGen, Status};
 const MAX_BATCH: usize = 4096;
 /// Most expired rows removed per prune operation, so pruning never stalls ingest.
 const PRUNE_LIMIT: usize = 2000;
-/// Free disk space below which writes that grow the store are refused (see
-/// `Writer::refuse_when_disk_is_full`). redb grows its file in steps; this leaves room for one.
-pub const DISK_RESERVE: u64 = 64 << 20;
-
-/// Whether there is room to commit with `free` bytes left on the store's file system.
-pub fn has_room(free: u64) -> bool {
-    free >= DISK_RESERVE
-}
-
-/// Free bytes for unprivileged writers on the file system holding `path`.
-pub fn free_space(path: &std::path::Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(path).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
 /// How often the store's size is measured while commits happen (with `store.max_bytes` set).
 const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -702,13 +688,6 @@ mod tests {
             }],
             received: Instant::now(),
         }
-    }
-
-    #[test]
-    fn room_needs_the_reserve() {
-        assert!(!has_room(0));
-        assert!(!has_room(DISK_RESERVE - 1));
-        assert!(has_room(DISK_RESERVE));
     }
 
     #[tokio::test]
