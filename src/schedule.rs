@@ -271,7 +271,11 @@ impl Scheduler {
         let mut draining = *drain.borrow();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            if !draining && !self.paused {
+            if draining {
+                if self.in_flight.is_empty() {
+                    break;
+                }
+            } else if !self.paused {
                 let now = clock::now_ms();
                 while self.in_flight.len() < self.concurrency {
                     let Some((id, host)) = self.queue.pop_due(now) else {
@@ -279,8 +283,6 @@ impl Scheduler {
                     };
                     self.dispatch(id, host, done_tx.clone());
                 }
-            } else if self.in_flight.is_empty() {
-                break;
             }
             self.metrics
                 .queue_depth

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod delivery;
 mod ingest;
 mod restart;
