@@ -6,4 +6,6 @@ mod harness;
 mod admin;
 mod delivery;
 mod ingest;
+mod pause;
+mod replay;
 mod restart;
