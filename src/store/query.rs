@@ -257,4 +257,81 @@ mod tests {
         assert_eq!(f.id_range(Some(Id::from_parts(5, 0))), None);
         assert_eq!(DeliveryFilter::default().id_range(Some(Id(0))), None);
     }
+
+    #[tokio::test]
+    async fn a_page_stops_after_max_scan_rows_with_a_cursor_and_counts_follow_the_writer() {
+        use crate::metrics::Metrics;
+        use crate::model::Payload;
+        use crate::store::encode;
+        use crate::store::writer::{self, IngestWrite, NewDelivery};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (enqueued_tx, _enqueued_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, _join) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
+        let deliveries = (0..25)
+            .map(|i| NewDelivery {
+                record: encode(&record(&format!("http://h.example/{i}"), Status::Pending)),
+                payload: encode(&Payload {
+                    headers: vec![],
+                    body: vec![],
+                }),
+                next_at: 0,
+                host: "h.example:80".into(),
+            })
+            .collect();
+        handle
+            .ingest(IngestWrite {
+                idem: None,
+                event_id: None,
+                deliveries,
+                received: std::time::Instant::now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 25);
+
+        // A filter that matches nothing still answers after examining 10 rows at most.
+        let none = DeliveryFilter {
+            target_prefix: Some("http://other".into()),
+            ..Default::default()
+        };
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list_deliveries(&none, cursor, 5, 10, |_| true)
+                .unwrap();
+            assert!(page.rows.is_empty());
+            pages += 1;
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+
+        // The last page of an exact fit has no cursor.
+        let all = store
+            .list_deliveries(&DeliveryFilter::default(), None, 25, 1000, |_| true)
+            .unwrap();
+        assert_eq!((all.rows.len(), all.next_cursor), (25, None));
+        let first = all.rows[24].0;
+        let cancelled = handle.cancel(first).await.unwrap();
+        assert!(matches!(
+            cancelled,
+            crate::store::writer::CancelResult::Cancelled { .. }
+        ));
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.get(Status::Pending), counts.get(Status::Cancelled)),
+            (24, 1)
+        );
+        assert_eq!(
+            store
+                .select_for_replay(&DeliveryFilter::default(), 10)
+                .unwrap(),
+            Some(vec![first])
+        );
+    }
 }
