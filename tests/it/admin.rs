@@ -284,6 +284,13 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             "bad_filter",
         ),
         ("POST", "/v1/pause", Some("[1]"), 400, "bad_json"),
+        (
+            "POST",
+            "/v1/batches",
+            Some("{\"filter\": {\"status\": \"in_progress\"}}"),
+            400,
+            "bad_filter",
+        ),
         ("POST", "/v1/hosts/nohost/pause", Some(""), 400, "bad_host"),
         ("GET", "/v1/nothing", None, 404, "no_route"),
         ("DELETE", "/v1/stats", None, 405, "method_not_allowed"),
