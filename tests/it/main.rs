@@ -10,3 +10,4 @@ mod ingest;
 mod pause;
 mod replay;
 mod restart;
+mod retention;
