@@ -366,4 +366,31 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.for_each_due(|_| {}).unwrap(), 0);
     }
+
+    #[test]
+    fn a_schema_1_store_gets_its_counts_from_the_index_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.counts().unwrap(), Counts::default());
+        // Make it look like a schema 1 file holding two pending and one failed delivery.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_table(BY_STATUS).unwrap();
+            index.insert((Status::Pending.code(), 1), ()).unwrap();
+            index.insert((Status::Pending.code(), 2), ()).unwrap();
+            index.insert((Status::Failed.code(), 3), ()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(META_COUNTS).unwrap();
+            meta.insert("schema_version", encode(&1u32).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.get(Status::Pending), counts.get(Status::Failed)),
+            (2, 1)
+        );
+    }
 }
