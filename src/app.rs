@@ -50,7 +50,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut queue = Queue::new(per_host_limit);
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
     let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
-    tracing::info!(pending, path = %config.store.path.display(), "store opened");
+    // Pauses are stored, so a kill switch thrown before a restart still holds after it.
+    let paused = store.pause()?.is_some();
+    for (host, _) in store.host_pauses()? {
+        queue.set_host_paused(&host, true);
+    }
+    tracing::info!(pending, paused, path = %config.store.path.display(), "store opened");
+    metrics.paused.set(i64::from(paused));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
 
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let (writer, writer_join) = writer::spawn(&store, metrics.clone(), enqueued_tx)?;
@@ -76,6 +83,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     );
     let scheduler = Scheduler {
         queue,
+        paused,
+        control_rx,
         concurrency: config.delivery.concurrency,
         deliverer: Arc::new(deliverer),
         in_flight: in_flight.clone(),
@@ -126,6 +135,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             in_flight,
             metrics,
             draining: draining.clone(),
+            control_tx,
+            config: Arc::new(config.admin.clone()),
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

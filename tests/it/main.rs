@@ -3,10 +3,14 @@
 
 mod harness;
 
+mod admin;
+mod cli;
 mod cli_config;
 mod config_reference;
 mod delivery;
 mod ingest;
 mod packaging;
+mod pause;
+mod replay;
 mod restart;
 mod retention;
