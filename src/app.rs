@@ -59,7 +59,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     });
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
     let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
-    tracing::info!(pending, path = %config.store.path.display(), "store opened");
+    // Pauses are stored, so a kill switch thrown before a restart still holds after it.
+    let paused = store.pause()?.is_some();
+    for (host, _) in store.host_pauses()? {
+        queue.set_host_paused(&host, true);
+    }
+    tracing::info!(pending, paused, path = %config.store.path.display(), "store opened");
+    metrics.paused.set(i64::from(paused));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
 
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let gate = EndpointGate::new(store.disabled_endpoints()?);
@@ -95,6 +102,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     );
     let scheduler = Scheduler {
         queue,
+        paused,
+        control_rx,
         concurrency: config.delivery.concurrency,
         deliverer: Arc::new(deliverer),
         in_flight: in_flight.clone(),
@@ -151,6 +160,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             draining: draining.clone(),
             gate,
             host_health,
+            control_tx,
+            config: Arc::new(config.admin.clone()),
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

@@ -66,6 +66,13 @@ pub struct IngestConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// When set, every admin route but the health checks needs `Authorization: Bearer TOKEN`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+    /// Most deliveries one replay batch may name or match.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -341,6 +348,16 @@ impl RawConfig {
         if self.ingest.listen == self.admin.listen {
             return Err(invalid("admin.listen", "must differ from ingest.listen"));
         }
+        let weak_token = |t: &String| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic());
+        if self.admin.token.as_ref().is_some_and(weak_token) {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 printable ASCII characters without spaces",
+            ));
+        }
+        if self.admin.max_batch == 0 || self.admin.max_batch > 100_000 {
+            return Err(invalid("admin.max_batch", "must be between 1 and 100000"));
+        }
         if self.delivery.concurrency == 0 {
             return Err(invalid("delivery.concurrency", "must be at least 1"));
         }
@@ -590,6 +607,9 @@ mod tests {
         assert_eq!(c.egress.mode, Mode::Enforce);
         assert!(!c.egress.https_only);
         assert!(c.egress.allow_cidrs.is_empty());
+        assert_eq!(c.admin.token, None);
+        assert!(!c.admin.metrics_public);
+        assert_eq!(c.admin.max_batch, 1000);
     }
 
     #[test]
@@ -648,6 +668,8 @@ mod tests {
                 "[endpoints.a]\nurl = \"http://x\"\nsecrets = [\"whsec_AAAA\"]\n",
                 "endpoints.a.secrets",
             ),
+            ("[admin]\ntoken = \"short\"\n", "admin.token"),
+            ("[admin]\nmax_batch = 0\n", "admin.max_batch"),
         ];
         for (toml, key) in cases {
             let err = load(toml, &[]).unwrap_err().to_string();

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{self, Config, ConfigError, DEFAULT_TOML, Origin};
 use clap::Subcommand;
 use figment::Figment;
 use figment::value::{Dict, Value};
-use hookrelay::config::{self, Config, ConfigError, DEFAULT_TOML, Origin};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {

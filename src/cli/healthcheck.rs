@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hookrelay::config::{Config, parse_duration};
+use crate::config::{Config, parse_duration};
 
 #[derive(clap::Args)]
 pub struct HealthcheckArgs {

@@ -89,7 +89,7 @@ fn readme_rows(readme: &str) -> BTreeMap<String, String> {
 
 /// Every key of the defaults file with its default as the README writes it (strings bare,
 /// everything else as TOML), or `—` for commented examples.
-fn default_keys(toml_text: &str) -> BTreeMap<String, String> {
+pub(crate) fn default_keys(toml_text: &str) -> BTreeMap<String, String> {
     let parsed: toml::Table = toml_text.parse().expect("config/default.toml is TOML");
     let mut keys = BTreeMap::new();
     let mut table = String::new();

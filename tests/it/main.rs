@@ -3,12 +3,16 @@
 
 mod harness;
 
+mod admin;
 mod chaos;
+mod cli;
 mod cli_config;
 mod config_reference;
 mod delivery;
 mod ingest;
 mod packaging;
+mod pause;
+mod replay;
 mod restart;
 mod retention;
 mod safety;

@@ -1,0 +1,132 @@
+//! `GET /v1/deliveries`, `GET /v1/deliveries/{id}`, `POST /v1/deliveries/{id}/cancel`.
+//!
+//! Listings read one snapshot through `store::query`. A cancel first withdraws the delivery from
+//! the scheduler's queue (refused with 409 if an attempt is in flight), then stores the cancel
+//! through the writer, so no attempt can start in between.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
+
+use super::json::{self, PageJson};
+use super::params::{self, LIST_MAX_SCAN, ListParams};
+use super::{AdminState, ApiError};
+use crate::clock;
+use crate::model::{DeliveryId, Id, Status};
+use crate::schedule::Control;
+use crate::store::writer::CancelResult;
+
+pub async fn list(State(s): State<AdminState>, uri: Uri) -> Result<Response, ApiError> {
+    let raw = axum::extract::Query::<ListParams>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad("bad_filter", e.body_text()))?
+        .0;
+    let q = params::list_query(raw, clock::now_ms())?;
+    let in_flight = s.in_flight.clone();
+    let keep = |id: Id| {
+        q.in_flight
+            .is_none_or(|want| in_flight.contains(id) == want)
+    };
+    let page = s
+        .store
+        .list_deliveries(&q.filter, q.cursor, q.limit, LIST_MAX_SCAN, keep)
+        .map_err(ApiError::store)?;
+    let body = PageJson {
+        data: page
+            .rows
+            .iter()
+            .map(|(id, r)| json::delivery(*id, r, s.in_flight.contains(*id), None))
+            .collect(),
+        next_cursor: page.next_cursor.map(params::cursor_text),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+fn parse_id(id: &str) -> Result<Id, ApiError> {
+    id.parse::<DeliveryId>()
+        .map(|d| d.0)
+        .map_err(|_| ApiError::not_found("delivery", id))
+}
+
+pub async fn show(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = parse_id(&id)?;
+    let record = s
+        .store
+        .delivery(parsed)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let attempts = s.store.attempts(parsed).map_err(ApiError::store)?;
+    let body = json::delivery(
+        parsed,
+        &record,
+        s.in_flight.contains(parsed),
+        Some(&attempts),
+    );
+    Ok(axum::Json(body).into_response())
+}
+
+pub async fn cancel(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = parse_id(&id)?;
+    let conflict = |state: &str| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_pending",
+            format!("delivery `{id}` is {state}; only a pending delivery can be cancelled"),
+        )
+    };
+    let record = s
+        .store
+        .delivery(parsed)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    if record.status != Status::Pending {
+        return Err(conflict(record.status.as_str()));
+    }
+    let (host, next_at) = (record.host(), record.next_attempt_at.unwrap_or(0));
+    // First out of the queue (refused if an attempt is in flight), so no attempt can start
+    // between the check and the commit; then the stored cancel.
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let withdraw = Control::Withdraw {
+        host: host.clone(),
+        next_at,
+        id: parsed,
+        reply: reply_tx,
+    };
+    let scheduler_gone = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    s.control_tx.send(withdraw).map_err(|_| scheduler_gone())?;
+    if !reply_rx.await.map_err(|_| scheduler_gone())? {
+        return Err(conflict(Status::InProgress.as_str()));
+    }
+    match s.writer.cancel(parsed).await {
+        Ok(CancelResult::Cancelled { .. }) => {
+            s.metrics
+                .deliveries_finished
+                .with_label_values(&[Status::Cancelled.as_str()])
+                .inc();
+            show(State(s), Path(id)).await
+        }
+        // Finished between the snapshot and the withdrawal: nothing left to attempt.
+        Ok(CancelResult::NotPending(status)) => Err(conflict(status.as_str())),
+        Ok(CancelResult::NotFound) => Err(ApiError::not_found("delivery", &id)),
+        Err(e) => {
+            let _ = s.control_tx.send(Control::Requeue {
+                host,
+                next_at,
+                id: parsed,
+            });
+            Err(ApiError::store(e))
+        }
+    }
+}
