@@ -77,6 +77,9 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Named endpoints: re-enable one that a `410 Gone` disabled.
+    #[command(subcommand)]
+    Endpoints(EndpointsCommand),
     /// Counts by state, pause state, hosts with pending work.
     Status {
         #[command(flatten)]
@@ -167,6 +170,16 @@ pub struct ReplayArgs {
     pub reason: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+pub enum EndpointsCommand {
+    /// Re-enable an endpoint disabled by a 410; its held deliveries resume.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +365,15 @@ async fn operate(command: Command) -> Result<String, CliError> {
             let p = connect(&admin)?.post(&path, json!({})).await?;
             Ok(output(&admin, &p, render::pause))
         }
+        Command::Endpoints(EndpointsCommand::Enable { name, admin }) => {
+            let e = connect(&admin)?
+                .post(
+                    &format!("/v1/endpoints/{}/enable", path_segment(&name)),
+                    json!({}),
+                )
+                .await?;
+            Ok(output(&admin, &e, enabled))
+        }
         Command::Status { admin } => {
             let client = connect(&admin)?;
             let stats = client.get("/v1/stats", &[]).await?;
@@ -369,6 +391,15 @@ async fn operate(command: Command) -> Result<String, CliError> {
         | Command::Config { .. }
         | Command::Healthcheck(_)
         | Command::Completions { .. } => Err(CliError::Usage("not an operator command".into())),
+    }
+}
+
+fn enabled(v: &Value) -> String {
+    let name = v["endpoint"].as_str().unwrap_or_default();
+    if v["was_disabled"] == Value::Bool(true) {
+        format!("endpoint {name} enabled; its held deliveries resume\n")
+    } else {
+        format!("endpoint {name} was not disabled\n")
     }
 }
 
@@ -407,6 +438,7 @@ mod tests {
         assert_eq!(r.admin.admin_url, "http://x:1");
         assert!(Cli::try_parse_from(["hookrelay", "deliveries", "show"]).is_err());
         assert!(Cli::try_parse_from(["hookrelay", "pause", "--host", "a:1", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["hookrelay", "endpoints", "enable", "orders"]).is_ok());
         assert_eq!(path_segment("127.0.0.1:80"), "127.0.0.1:80");
         assert_eq!(path_segment("a/b"), "a%2Fb");
     }

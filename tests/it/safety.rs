@@ -264,6 +264,17 @@ async fn circuit_breaker_holds_a_failing_host_and_probes_it() {
         (metric(&sidecar.metrics().await, &series) == Some(1.0)).then_some(())
     })
     .await;
+    let (_, listed) = sidecar.get_json("/v1/hosts").await;
+    let me = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == receiver.addr.to_string())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        ["open", "half_open"].contains(&me["circuit"].as_str().unwrap()),
+        "{me}"
+    );
     let (_, hosts) = sidecar.get_json("/v1/health/hosts").await;
     assert_eq!(
         hosts["hosts"][0]["host"],
@@ -352,13 +363,19 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     assert_eq!(sidecar.delivery(&second).await["attempt_count"], 0);
 
     back.store(true, Ordering::SeqCst);
-    let resp = sidecar
-        .http
-        .post(sidecar.admin_url("/v1/endpoints/gone/enable"))
-        .send()
-        .await
+    // The operator's CLI, over the admin API.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["endpoints", "enable", "gone", "--admin-url"])
+        .arg(sidecar.admin_url(""))
+        .output()
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("endpoint gone enabled"), "{stdout}");
     sidecar.wait_status(&first, "delivered").await;
     sidecar.wait_status(&second, "delivered").await;
     assert_eq!(gone_requests(), before + 2);
