@@ -59,7 +59,7 @@ impl Opts {
     /// How long each throughput sample runs.
     fn window(&self) -> Duration {
         if self.quick {
-            Duration::from_millis(1500)
+            Duration::from_millis(500)
         } else {
             Duration::from_secs(8)
         }
@@ -71,11 +71,11 @@ impl Opts {
     }
 
     fn backlog(&self) -> usize {
-        if self.quick { 20_000 } else { 1_000_000 }
+        if self.quick { 10_000 } else { 1_000_000 }
     }
 
     fn storm(&self) -> usize {
-        if self.quick { 5_000 } else { 100_000 }
+        if self.quick { 2_000 } else { 100_000 }
     }
 }
 
@@ -287,7 +287,7 @@ impl Sidecar {
             .env("HOOKRELAY_INGEST__LISTEN", format!("127.0.0.1:{ingest}"))
             .env("HOOKRELAY_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
             .env("HOOKRELAY_STORE__PATH", data)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in extra_env {
@@ -773,8 +773,8 @@ async fn storm_section(
     let n = opts.storm();
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("HOOKRELAY_RETRY__INITIAL_DELAY", "100ms".to_string()),
-        ("HOOKRELAY_RETRY__MAX_DELAY", "1s".to_string()),
+        ("HOOKRELAY_RETRY__INITIAL_DELAY", "20ms".to_string()),
+        ("HOOKRELAY_RETRY__MAX_DELAY", "200ms".to_string()),
         ("HOOKRELAY_RETRY__MAX_ATTEMPTS", "30".to_string()),
     ];
     let sidecar = Sidecar::start(bin, dir.path(), &env).await;

@@ -466,9 +466,35 @@ impl Writer {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             let mut delta = CountDelta::default();
+            // Ingests and attempts (nearly every op) share tables opened once per run of them;
+            // other ops open their own, so the shared set is closed before one runs.
+            let mut hot: Option<HotTables> = None;
             for op in batch.drain(..) {
-                replies.push(self.apply(&txn, op, &mut enqueued, &mut delta));
+                let reply = match op {
+                    WriteOp::Ingest(w, tx) => {
+                        let tables = match &mut hot {
+                            Some(t) => t,
+                            None => hot.insert(HotTables::open(&txn)?),
+                        };
+                        let received = w.received;
+                        let result = self.ingest(tables, w, &mut enqueued, &mut delta);
+                        Reply::Ingest(tx, result, received)
+                    }
+                    WriteOp::Attempt(w, tx) => {
+                        let tables = match &mut hot {
+                            Some(t) => t,
+                            None => hot.insert(HotTables::open(&txn)?),
+                        };
+                        Reply::Attempt(tx, record_attempt(tables, w, &mut delta))
+                    }
+                    other => {
+                        hot = None;
+                        self.apply(&txn, other, &mut enqueued, &mut delta)
+                    }
+                };
+                replies.push(reply);
             }
+            drop(hot);
             delta.write(&txn)?;
             txn.commit()?;
             Ok(())
@@ -535,11 +561,17 @@ impl Writer {
         delta: &mut CountDelta,
     ) -> Reply {
         match op {
+            // The commit loop runs these with shared tables; a lone one opens its own set.
             WriteOp::Ingest(w, tx) => {
                 let received = w.received;
-                Reply::Ingest(tx, self.ingest(txn, w, enqueued, delta), received)
+                let result =
+                    HotTables::open(txn).and_then(|mut t| self.ingest(&mut t, w, enqueued, delta));
+                Reply::Ingest(tx, result, received)
             }
-            WriteOp::Attempt(w, tx) => Reply::Attempt(tx, record_attempt(txn, w, delta)),
+            WriteOp::Attempt(w, tx) => Reply::Attempt(
+                tx,
+                HotTables::open(txn).and_then(|mut t| record_attempt(&mut t, w, delta)),
+            ),
             WriteOp::Prune {
                 now,
                 retention_ms,
@@ -563,15 +595,15 @@ impl Writer {
 
     fn ingest(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut HotTables,
         w: IngestWrite,
         enqueued: &mut Vec<Enqueued>,
         delta: &mut CountDelta,
     ) -> Result<IngestResult, StoreError> {
         let now = clock::now_ms();
         if let Some(claim) = &w.idem {
-            let idem = txn.open_table(IDEMPOTENCY)?;
-            let existing = idem
+            let existing = t
+                .idempotency
                 .get(&claim.key)?
                 .map(|v| decode::<IdemRecord>("idempotency", v.value()))
                 .transpose()?;
@@ -587,21 +619,16 @@ impl Writer {
                     });
                 }
                 // Expired but not yet pruned: the key is free again.
-                let mut expiry = txn.open_table(IDEM_EXPIRY)?;
-                expiry.remove((found.expires_at, &claim.key))?;
+                t.idem_expiry.remove((found.expires_at, &claim.key))?;
             }
         }
-        let mut deliveries = txn.open_table(DELIVERIES)?;
-        let mut payloads = txn.open_table(PAYLOADS)?;
-        let mut due = txn.open_table(DUE)?;
-        let mut by_status = txn.open_table(BY_STATUS)?;
         let mut ids = Vec::with_capacity(w.deliveries.len());
         for d in &w.deliveries {
             let id = self.ids.next(now);
-            deliveries.insert(id.0, d.record.as_slice())?;
-            payloads.insert(id.0, d.payload.as_slice())?;
-            due.insert((d.next_at, id.0), d.host.as_str())?;
-            by_status.insert((Status::Pending.code(), id.0), ())?;
+            t.deliveries.insert(id.0, d.record.as_slice())?;
+            t.payloads.insert(id.0, d.payload.as_slice())?;
+            t.due.insert((d.next_at, id.0), d.host.as_str())?;
+            t.by_status.insert((Status::Pending.code(), id.0), ())?;
             delta.add(Status::Pending, 1);
             enqueued.push(Enqueued {
                 next_at: d.next_at,
@@ -617,10 +644,9 @@ impl Writer {
                 event_id: w.event_id,
                 deliveries: ids.clone(),
             };
-            txn.open_table(IDEMPOTENCY)?
+            t.idempotency
                 .insert(&claim.key, encode(&record).as_slice())?;
-            txn.open_table(IDEM_EXPIRY)?
-                .insert((claim.expires_at, &claim.key), ())?;
+            t.idem_expiry.insert((claim.expires_at, &claim.key), ())?;
         }
         Ok(IngestResult::Created {
             event_id: w.event_id,
@@ -629,13 +655,40 @@ impl Writer {
     }
 }
 
+/// The tables ingests and attempts write, opened once for a run of such ops rather than per op.
+struct HotTables<'t> {
+    deliveries: redb::Table<'t, u128, &'static [u8]>,
+    payloads: redb::Table<'t, u128, &'static [u8]>,
+    due: redb::Table<'t, (u64, u128), &'static str>,
+    by_status: redb::Table<'t, (u8, u128), ()>,
+    attempts: redb::Table<'t, (u128, u32), &'static [u8]>,
+    finished: redb::Table<'t, (u64, u128), ()>,
+    idempotency: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    idem_expiry: redb::Table<'t, (u64, &'static [u8; 32]), ()>,
+}
+
+impl<'t> HotTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<HotTables<'t>, StoreError> {
+        Ok(HotTables {
+            deliveries: txn.open_table(DELIVERIES)?,
+            payloads: txn.open_table(PAYLOADS)?,
+            due: txn.open_table(DUE)?,
+            by_status: txn.open_table(BY_STATUS)?,
+            attempts: txn.open_table(ATTEMPTS)?,
+            finished: txn.open_table(FINISHED)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idem_expiry: txn.open_table(IDEM_EXPIRY)?,
+        })
+    }
+}
+
 fn record_attempt(
-    txn: &WriteTransaction,
+    t: &mut HotTables,
     w: AttemptWrite,
     delta: &mut CountDelta,
 ) -> Result<(), StoreError> {
-    let mut deliveries = txn.open_table(DELIVERIES)?;
-    let existing = deliveries
+    let existing = t
+        .deliveries
         .get(w.id.0)?
         .map(|v| decode::<DeliveryRecord>("deliveries", v.value()))
         .transpose()?;
@@ -643,7 +696,7 @@ fn record_attempt(
         // Pruned or never existed: nothing to attach the attempt to.
         return Ok(());
     };
-    txn.open_table(ATTEMPTS)?
+    t.attempts
         .insert((w.id.0, w.attempt.number), encode(&w.attempt).as_slice())?;
     let now = w.attempt.started_at + w.attempt.duration_ms;
     record.attempt_count = record.attempt_count.max(w.attempt.number);
@@ -651,14 +704,13 @@ fn record_attempt(
     record.last_status_code = w.attempt.status_code;
     record.updated_at = now;
     if record.status == Status::Pending {
-        let mut due = txn.open_table(DUE)?;
         if let Some(old) = record.next_attempt_at {
-            due.remove((old, w.id.0))?;
+            t.due.remove((old, w.id.0))?;
         }
         match w.next {
             NextState::Retry { next_at } => {
                 record.next_attempt_at = Some(next_at);
-                due.insert((next_at, w.id.0), record.host().as_str())?;
+                t.due.insert((next_at, w.id.0), record.host().as_str())?;
             }
             NextState::Delivered | NextState::Failed => {
                 let status = if w.next == NextState::Delivered {
@@ -669,15 +721,14 @@ fn record_attempt(
                 record.status = status;
                 record.next_attempt_at = None;
                 record.finished_at = Some(now);
-                let mut by_status = txn.open_table(BY_STATUS)?;
-                by_status.remove((Status::Pending.code(), w.id.0))?;
-                by_status.insert((status.code(), w.id.0), ())?;
+                t.by_status.remove((Status::Pending.code(), w.id.0))?;
+                t.by_status.insert((status.code(), w.id.0), ())?;
                 delta.moved(Status::Pending, status);
-                txn.open_table(FINISHED)?.insert((now, w.id.0), ())?;
+                t.finished.insert((now, w.id.0), ())?;
             }
         }
     }
-    deliveries.insert(w.id.0, encode(&record).as_slice())?;
+    t.deliveries.insert(w.id.0, encode(&record).as_slice())?;
     Ok(())
 }
 
