@@ -861,10 +861,15 @@ async fn main() {
     println!(
         "|------------|----------------------------------------------|-------------:|----------|------|"
     );
+    let started = Instant::now();
     ingest_section(&opts, &bin, &mut report, baseline_a, receiver).await;
+    eprintln!("(ingest section done at {:.1?})", started.elapsed());
     end_to_end_section(&opts, &bin, &mut report, receiver, &rstate).await;
+    eprintln!("(end-to-end section done at {:.1?})", started.elapsed());
     backlog_section(&opts, &bin, &mut report, receiver).await;
+    eprintln!("(backlog section done at {:.1?})", started.elapsed());
     storm_section(&opts, &bin, &mut report, receiver, &rstate).await;
+    eprintln!("(retry storm section done at {:.1?})", started.elapsed());
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json()).unwrap()).unwrap();
         println!("wrote {}", path.display());
