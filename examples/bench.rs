@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 struct Opts {
     quick: bool,
     json: Option<PathBuf>,
+    /// Run only these sections (ingest, e2e, backlog, storm); all when empty.
+    only: Vec<String>,
 }
 
 impl Opts {
@@ -37,14 +39,23 @@ impl Opts {
         let mut opts = Opts {
             quick: false,
             json: None,
+            only: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--quick" => opts.quick = true,
                 "--json" => opts.json = args.next().map(PathBuf::from),
+                "--only" => opts.only.extend(
+                    args.next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_string),
+                ),
                 "-h" | "--help" => {
-                    println!("usage: bench [--quick] [--json FILE]");
+                    println!(
+                        "usage: bench [--quick] [--json FILE] [--only ingest,e2e,backlog,storm]"
+                    );
                     std::process::exit(0);
                 }
                 other => {
@@ -68,6 +79,10 @@ impl Opts {
     /// Samples per figure; the median is reported.
     fn runs(&self) -> usize {
         if self.quick { 3 } else { 5 }
+    }
+
+    fn runs_section(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
 
     fn backlog(&self) -> usize {
@@ -861,10 +876,23 @@ async fn main() {
     println!(
         "|------------|----------------------------------------------|-------------:|----------|------|"
     );
-    ingest_section(&opts, &bin, &mut report, baseline_a, receiver).await;
-    end_to_end_section(&opts, &bin, &mut report, receiver, &rstate).await;
-    backlog_section(&opts, &bin, &mut report, receiver).await;
-    storm_section(&opts, &bin, &mut report, receiver, &rstate).await;
+    let started = Instant::now();
+    if opts.runs_section("ingest") {
+        ingest_section(&opts, &bin, &mut report, baseline_a, receiver).await;
+        eprintln!("(ingest section done at {:.1?})", started.elapsed());
+    }
+    if opts.runs_section("e2e") {
+        end_to_end_section(&opts, &bin, &mut report, receiver, &rstate).await;
+        eprintln!("(end-to-end section done at {:.1?})", started.elapsed());
+    }
+    if opts.runs_section("backlog") {
+        backlog_section(&opts, &bin, &mut report, receiver).await;
+        eprintln!("(backlog section done at {:.1?})", started.elapsed());
+    }
+    if opts.runs_section("storm") {
+        storm_section(&opts, &bin, &mut report, receiver, &rstate).await;
+        eprintln!("(retry storm section done at {:.1?})", started.elapsed());
+    }
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json()).unwrap()).unwrap();
         println!("wrote {}", path.display());

@@ -392,6 +392,23 @@ mod tests {
     }
 
     #[test]
+    fn payload_body_bytes_encode_like_the_plain_sequence() {
+        // Files written before `serde_bytes` used the sequence form; both must be identical.
+        #[derive(Serialize)]
+        struct Plain {
+            headers: Vec<(String, Vec<u8>)>,
+            body: Vec<u8>,
+        }
+        let body: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let headers = vec![("x".to_string(), b"y".to_vec())];
+        let fast = Payload {
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        assert_eq!(encode(&fast), encode(&Plain { headers, body }));
+    }
+
+    #[test]
     fn reopening_keeps_the_schema() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
