@@ -302,6 +302,7 @@ impl Sidecar {
             .env("HOOKRELAY_INGEST__LISTEN", format!("127.0.0.1:{ingest}"))
             .env("HOOKRELAY_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
             .env("HOOKRELAY_STORE__PATH", data)
+            .env("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[\"127.0.0.0/8\"]")
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

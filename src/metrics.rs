@@ -23,6 +23,7 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub oldest_pending_age: IntGauge,
     pub paused: IntGauge,
+    pub store_bytes: IntGauge,
     pub commit_duration: Histogram,
     pub commit_batch_size: Histogram,
     pub replayed: IntCounter,
@@ -96,6 +97,11 @@ impl Metrics {
             "1 while delivery is paused by an operator, else 0.",
         )
         .unwrap();
+        let store_bytes = IntGauge::new(
+            "hookrelay_store_bytes",
+            "Size of the store's data file in bytes (read at scrape time).",
+        )
+        .unwrap();
         let commit_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "hookrelay_store_commit_duration_seconds",
@@ -164,6 +170,7 @@ impl Metrics {
             .register(Box::new(oldest_pending_age.clone()))
             .unwrap();
         registry.register(Box::new(paused.clone())).unwrap();
+        registry.register(Box::new(store_bytes.clone())).unwrap();
         registry
             .register(Box::new(commit_duration.clone()))
             .unwrap();
@@ -201,6 +208,7 @@ impl Metrics {
             queue_depth,
             oldest_pending_age,
             paused,
+            store_bytes,
             commit_duration,
             commit_batch_size,
             replayed,
@@ -248,6 +256,7 @@ mod tests {
             "hookrelay_queue_depth",
             "hookrelay_oldest_pending_age_seconds",
             "hookrelay_paused",
+            "hookrelay_store_bytes",
             "hookrelay_store_commit_duration_seconds",
             "hookrelay_store_commit_batch_size",
             "hookrelay_replayed_total",
