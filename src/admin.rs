@@ -53,6 +53,24 @@ pub struct AdminState {
     pub config: Arc<AdminConfig>,
 }
 
+/// One path segment (an id, a host, an endpoint name). axum's own rejection of a segment that is
+/// not UTF-8 is plain text; this turns it into our JSON error like every other bad request.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Segment(v))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+    }
+}
+
 /// An API error: status, code and message, rendered as `{"error": {"code", "message"}}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -227,7 +245,7 @@ async fn openapi() -> Response {
 /// Re-enables an endpoint a 410 disabled: persisted first, then its held deliveries resume.
 async fn enable_endpoint(
     State(s): State<AdminState>,
-    axum::extract::Path(name): axum::extract::Path<String>,
+    Segment(name): Segment,
 ) -> Result<Response, ApiError> {
     let was_disabled = s.gate.is_disabled(&name);
     s.writer

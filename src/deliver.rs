@@ -164,11 +164,11 @@ impl Deliverer {
             Decision::Delivered => NextState::Delivered,
             Decision::Fail => NextState::Failed,
             Decision::Retry(delay) => NextState::Retry {
-                next_at: finished + clock::duration_ms(delay),
+                next_at: finished.saturating_add(clock::duration_ms(delay)),
             },
         };
         let hold_host_until = classify::host_hold(&outcome, policy.max_delay)
-            .map(|d| finished + clock::duration_ms(d));
+            .map(|d| finished.saturating_add(clock::duration_ms(d)));
         let attempt = Attempt {
             number,
             started_at,

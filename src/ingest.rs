@@ -307,7 +307,7 @@ impl Ingest {
                 })
                 .finalize()
                 .into(),
-            expires_at: now + self.idempotency_window_ms,
+            expires_at: now.saturating_add(self.idempotency_window_ms),
         }
     }
 
@@ -426,9 +426,6 @@ fn json_response(status: u16, body: Vec<u8>, extra: &[(&str, String)]) -> Respon
     if status == 503 {
         builder = builder.header(http::header::RETRY_AFTER, "1");
     }
-    if status == 405 {
-        builder = builder.header(http::header::ALLOW, "POST, PUT, PATCH");
-    }
     builder.body(body).unwrap_or_else(|_| {
         let mut r = Response::new(Vec::new());
         *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
@@ -443,11 +440,14 @@ impl ServeHttp for Ingest {
             Ok(response) => response,
             Err(reject) => {
                 self.metrics.ingest("rejected");
-                if reject.status >= 500 {
-                    // The body may be unread; do not reuse a connection in an unknown state.
-                    session.set_keepalive(None);
-                }
-                json_response(reject.status, reject.body(), &[])
+                // The body may be unread (a 413 is refused from its Content-Length): close the
+                // connection rather than read and discard what is left of it.
+                session.set_keepalive(None);
+                let allow: Vec<(&str, String)> = reject
+                    .allow
+                    .map(|a| vec![("allow", a.to_string())])
+                    .unwrap_or_default();
+                json_response(reject.status, reject.body(), &allow)
             }
         }
     }

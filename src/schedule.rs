@@ -428,14 +428,18 @@ impl Scheduler {
                 Some(done) = done_rx.recv() => {
                     self.in_flight.remove(done.id);
                     let r = done.result;
-                    if let Some(signal) = r.signal {
-                        let now = clock::now_ms();
-                        if let Some(view) = self.queue.report(&done.host, signal, r.hold_host_until, now) {
-                            self.publish_health(&done.host, view);
-                        }
+                    // Every completion reports, even one that never reached the host (endpoint
+                    // disabled, delivery gone): a half-open circuit must not wait forever for a
+                    // probe result that will not come.
+                    let signal = r.signal.unwrap_or(HostSignal::Neutral);
+                    let now = clock::now_ms();
+                    if let Some(view) = self.queue.report(&done.host, signal, r.hold_host_until, now) {
+                        self.publish_health(&done.host, view);
                     }
                     match (r.parked, r.next_at) {
-                        (Some(endpoint), Some(at)) => {
+                        // Park only while the endpoint is still disabled: an operator may have
+                        // enabled it while this attempt was finishing.
+                        (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
                             self.queue.complete(&done.host, done.id, None);
                             parked.entry(endpoint).or_default().push((done.host, at, done.id));
                             parked_count += 1;

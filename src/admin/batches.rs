@@ -5,14 +5,14 @@
 //! writes the batch record with its new deliveries in one transaction, so a batch is all or
 //! nothing. This file never writes the store itself.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::json::{self, PageJson};
 use super::params::{self, FilterJson};
-use super::{AdminState, ApiError, JsonBody};
+use super::{AdminState, ApiError, JsonBody, Segment};
 use crate::clock;
 use crate::model::{BatchId, DeliveryId, ReplayFilter, Status};
 use crate::store::writer::ReplayWrite;
@@ -140,10 +140,7 @@ pub async fn list(State(s): State<AdminState>, uri: Uri) -> Result<Response, Api
     Ok(axum::Json(body).into_response())
 }
 
-pub async fn show(
-    State(s): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn show(State(s): State<AdminState>, Segment(id): Segment) -> Result<Response, ApiError> {
     let parsed = id
         .parse::<BatchId>()
         .map_err(|_| ApiError::not_found("batch", &id))?;

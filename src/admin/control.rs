@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::json::{self, StatsJson};
 use super::params;
-use super::{AdminState, ApiError, JsonBody};
+use super::{AdminState, ApiError, JsonBody, Segment};
 use crate::clock;
 use crate::model::{PauseRecord, Status};
 use crate::schedule::Control;
@@ -66,7 +66,7 @@ pub async fn resume(State(s): State<AdminState>) -> Result<Response, ApiError> {
 
 pub async fn host_pause(
     State(s): State<AdminState>,
-    Path(host): Path<String>,
+    Segment(host): Segment,
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> Result<Response, ApiError> {
     let host = params::host(&host)?;
@@ -101,7 +101,7 @@ pub async fn host_pause(
 
 pub async fn host_resume(
     State(s): State<AdminState>,
-    Path(host): Path<String>,
+    Segment(host): Segment,
 ) -> Result<Response, ApiError> {
     let host = params::host(&host)?;
     s.writer

@@ -4,14 +4,14 @@
 //! the scheduler's queue (refused with 409 if an attempt is in flight), then stores the cancel
 //! through the writer, so no attempt can start in between.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
 use super::json::{self, PageJson};
 use super::params::{self, LIST_MAX_SCAN, ListParams};
-use super::{AdminState, ApiError};
+use super::{AdminState, ApiError, Segment};
 use crate::clock;
 use crate::model::{DeliveryId, Id, Status};
 use crate::schedule::Control;
@@ -48,10 +48,7 @@ fn parse_id(id: &str) -> Result<Id, ApiError> {
         .map_err(|_| ApiError::not_found("delivery", id))
 }
 
-pub async fn show(
-    State(s): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn show(State(s): State<AdminState>, Segment(id): Segment) -> Result<Response, ApiError> {
     let parsed = parse_id(&id)?;
     let record = s
         .store
@@ -70,7 +67,7 @@ pub async fn show(
 
 pub async fn cancel(
     State(s): State<AdminState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let parsed = parse_id(&id)?;
     let conflict = |state: &str| {
@@ -115,7 +112,7 @@ pub async fn cancel(
                 .deliveries_finished
                 .with_label_values(&[Status::Cancelled.as_str()])
                 .inc();
-            show(State(s), Path(id)).await
+            show(State(s), Segment(id)).await
         }
         // Finished between the snapshot and the withdrawal: nothing left to attempt.
         Ok(CancelResult::NotPending(status)) => Err(conflict(status.as_str())),

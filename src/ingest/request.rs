@@ -12,6 +12,8 @@ pub struct Reject {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// For 405: the methods the route accepts, sent as `Allow`.
+    pub allow: Option<&'static str>,
 }
 
 impl Reject {
@@ -20,6 +22,7 @@ impl Reject {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -97,12 +100,15 @@ fn check_forward_method(method: &str) -> Result<(), Reject> {
     }
 }
 
-fn method_not_allowed(method: &str, allowed: &str) -> Reject {
-    Reject::new(
-        405,
-        "method_not_allowed",
-        format!("{method} is not accepted here; use {allowed}"),
-    )
+fn method_not_allowed(method: &str, allowed: &'static str) -> Reject {
+    Reject {
+        allow: Some(allowed),
+        ..Reject::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not accepted here; use {allowed}"),
+        )
+    }
 }
 
 /// A target must be an absolute http(s) URL with a host.

@@ -34,6 +34,9 @@ const MAX_BATCH: usize = 4096;
 const PRUNE_LIMIT: usize = 2000;
 /// How often the store's size is measured while commits happen (with `store.max_bytes` set).
 const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Counting live bytes walks every B-tree on the writer thread, so it runs this rarely at most
+/// (and only while the file is over `store.max_bytes`); in between the last count stands.
+const COUNT_LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An idempotency claim made by one ingest request.
 #[derive(Debug, Clone)]
@@ -266,6 +269,7 @@ fn spawn_inner(
         max_bytes,
         used_bytes: used_bytes.clone(),
         measured_at: None,
+        live_counted_at: None,
         free_space,
     };
     writer.measure(true);
@@ -295,6 +299,7 @@ struct Writer {
     max_bytes: u64,
     used_bytes: Arc<AtomicU64>,
     measured_at: Option<Instant>,
+    live_counted_at: Option<Instant>,
     /// How free disk space is read: a seam, so a test can fill the disk without filling it.
     free_space: fn(&std::path::Path) -> Option<u64>,
 }
@@ -382,9 +387,15 @@ impl Writer {
         }
         self.measured_at = Some(Instant::now());
         let file = self.store.file_bytes();
+        let recently_counted = self
+            .live_counted_at
+            .is_some_and(|t| t.elapsed() < COUNT_LIVE_EVERY);
         let used = if file <= self.max_bytes {
             file
+        } else if recently_counted && !now {
+            return;
         } else {
+            self.live_counted_at = Some(Instant::now());
             match self.live_bytes() {
                 Ok(live) => live.min(file),
                 Err(e) => {
@@ -404,16 +415,23 @@ impl Writer {
         Ok(live)
     }
 
-    /// With the disk nearly full, refuses every op that would grow the file before redb sees
-    /// it: a write that fails inside redb latches the database until it is reopened, while a
-    /// refusal here leaves it healthy, so the sidecar recovers by itself when space returns.
-    /// Prunes still run: they are what gives space back.
-    fn refuse_when_disk_is_full(&mut self, batch: &mut Vec<WriteOp>, replies: &mut Vec<Reply>) {
+    /// With the disk nearly full, refuses the ops that grow the store (new webhooks and replays)
+    /// before redb sees them: a write that fails inside redb latches the database until it is
+    /// reopened, while a refusal here leaves it healthy, so the sidecar recovers by itself when
+    /// space returns. Small bookkeeping writes still go through, out of the reserve that
+    /// `has_room` keeps: attempt records (the request was already sent; refusing its record
+    /// would only send it again), pauses, cancels, endpoint disabling, and prunes, which are
+    /// what gives space back. Returns whether anything was refused.
+    fn refuse_when_disk_is_full(
+        &mut self,
+        batch: &mut Vec<WriteOp>,
+        replies: &mut Vec<Reply>,
+    ) -> bool {
         let Some(free) = (self.free_space)(self.store.path()) else {
-            return;
+            return false;
         };
         if has_room(free) {
-            return;
+            return false;
         }
         let e = StoreError::DiskFull { free };
         if self.healthy.swap(false, Ordering::Relaxed) {
@@ -424,22 +442,17 @@ impl Writer {
         }
         let mut kept = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
-            let refused = |_: ()| StoreError::CommitFailed(e.to_string());
+            let refused = || StoreError::CommitFailed(e.to_string());
             match op {
                 WriteOp::Ingest(w, tx) => {
-                    replies.push(Reply::Ingest(tx, Err(refused(())), w.received))
+                    replies.push(Reply::Ingest(tx, Err(refused()), w.received))
                 }
-                WriteOp::Attempt(_, tx) => replies.push(Reply::Attempt(tx, Err(refused(())))),
-                WriteOp::EndpointDisabled { reply, .. } => {
-                    replies.push(Reply::Unit(reply, Err(refused(()))))
-                }
-                WriteOp::Cancel(_, tx) => replies.push(Reply::Cancel(tx, Err(refused(())))),
-                WriteOp::Replay(_, tx) => replies.push(Reply::Replay(tx, Err(refused(())))),
-                WriteOp::Pause { reply, .. } => replies.push(Reply::Pause(reply, Err(refused(())))),
-                prune @ WriteOp::Prune { .. } => kept.push(prune),
+                WriteOp::Replay(_, tx) => replies.push(Reply::Replay(tx, Err(refused()))),
+                small => kept.push(small),
             }
         }
         *batch = kept;
+        true
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
@@ -447,7 +460,7 @@ impl Writer {
         let size = batch.len();
         let mut replies = Vec::with_capacity(size);
         let mut enqueued = Vec::new();
-        self.refuse_when_disk_is_full(batch, &mut replies);
+        let refused = self.refuse_when_disk_is_full(batch, &mut replies);
         if batch.is_empty() {
             for reply in replies {
                 match reply {
@@ -517,7 +530,8 @@ impl Writer {
         }
         match result {
             Ok(()) => {
-                self.healthy.store(true, Ordering::Relaxed);
+                // A batch that had to refuse webhooks for lack of disk is not a recovery.
+                self.healthy.store(!refused, Ordering::Relaxed);
                 self.metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
@@ -829,7 +843,24 @@ mod tests {
             idem: None,
             event_id: None,
             deliveries: vec![NewDelivery {
-                record: encode(&0u32),
+                record: encode(&crate::model::DeliveryRecord {
+                    status: Status::Pending,
+                    method: "POST".into(),
+                    target: "http://h/".into(),
+                    endpoint: None,
+                    event_id: None,
+                    idempotency_key: None,
+                    created_at: 0,
+                    updated_at: 0,
+                    next_attempt_at: Some(0),
+                    attempt_count: 0,
+                    last_classification: None,
+                    last_status_code: None,
+                    finished_at: None,
+                    body_len: 0,
+                    replay_of: None,
+                    batch_id: None,
+                }),
                 payload: encode(&0u32),
                 next_at: 0,
                 host: "h:80".into(),
@@ -844,10 +875,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (writer, join) = spawn_inner(&store, Metrics::new(), tx, 0, test_disk).unwrap();
-        assert!(matches!(
-            writer.ingest(one_delivery()).await,
-            Ok(IngestResult::Created { .. })
-        ));
+        let first = match writer.ingest(one_delivery()).await {
+            Ok(IngestResult::Created { ids, .. }) => ids[0],
+            other => panic!("{other:?}"),
+        };
         assert!(writer.healthy());
 
         FREE.store(1 << 20, Ordering::SeqCst);
@@ -857,8 +888,25 @@ mod tests {
             "{refused}"
         );
         assert!(!writer.healthy(), "readiness turns off");
-        // Pruning, which gives space back, still runs.
+        // Pruning, which gives space back, still runs, and does not count as a recovery.
         assert!(writer.prune(0, 0).await.is_ok());
+        assert!(!writer.healthy(), "still not ready while the disk is full");
+        // An attempt's record still goes through: the request was already sent.
+        let attempt = AttemptWrite {
+            id: first,
+            attempt: crate::model::Attempt {
+                number: 1,
+                started_at: 1,
+                duration_ms: 1,
+                status_code: Some(503),
+                classification: crate::model::Classification::Http5xxRetryable,
+                error: None,
+                response_snippet: None,
+            },
+            next: NextState::Retry { next_at: 10 },
+        };
+        writer.attempt(attempt).await.unwrap();
+        assert_eq!(store.attempts(first).unwrap().len(), 1);
         // Nothing acked was touched: the first delivery is still there, the refused one is not.
         assert_eq!(store.for_each_due(|_| {}).unwrap(), 1);
 

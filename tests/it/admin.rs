@@ -443,3 +443,32 @@ async fn cancelling_an_attempt_in_flight_is_a_conflict() {
     assert!(ids(&page).is_empty());
     assert_eq!(sidecar.stats().await["counts"]["in_progress"], 1);
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_gets_a_json_error() {
+    let sidecar = Sidecar::start("").await;
+    for path in [
+        "/v1/deliveries/%FF",
+        "/v1/batches/%FF",
+        "/v1/hosts/%FF/pause",
+    ] {
+        let resp = if path.ends_with("pause") {
+            sidecar
+                .http
+                .post(sidecar.admin_url(path))
+                .send()
+                .await
+                .unwrap()
+        } else {
+            sidecar
+                .http
+                .get(sidecar.admin_url(path))
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_path", "{path}");
+    }
+}

@@ -350,6 +350,20 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
     );
     assert_eq!(receiver.count(), 0);
 
+    // A 405 says what the route accepts.
+    let resp = http
+        .put(sidecar.ingest_url("/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["allow"], "POST");
+    let resp = http
+        .get(sidecar.ingest_url(&format!("/{}", receiver.url("/x"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["allow"], "POST, PUT, PATCH");
+
     // No endpoint subscribes to the type: 422.
     let narrow = Sidecar::start(&format!(
         "[endpoints.orders]\nurl = \"{}\"\nevents = [\"order.*\"]\n",
