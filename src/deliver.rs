@@ -218,7 +218,12 @@ impl Deliverer {
         }
         if let Err(e) = self
             .writer
-            .attempt(AttemptWrite { id, attempt, next })
+            .attempt(AttemptWrite {
+                id,
+                host: record.host(),
+                attempt,
+                next,
+            })
             .await
         {
             tracing::error!(error = %e, id = id.0, "could not record an attempt; the delivery stays pending");

@@ -84,6 +84,9 @@ pub enum NextState {
 #[derive(Debug)]
 pub struct AttemptWrite {
     pub id: Id,
+    /// The delivery's `host:port`, for its next `due` entry (parsed by the caller, so the
+    /// writer thread never parses URLs).
+    pub host: String,
     pub attempt: Attempt,
     pub next: NextState,
 }
@@ -724,7 +727,7 @@ fn record_attempt(
         match w.next {
             NextState::Retry { next_at } => {
                 record.next_attempt_at = Some(next_at);
-                t.due.insert((next_at, w.id.0), record.host().as_str())?;
+                t.due.insert((next_at, w.id.0), w.host.as_str())?;
             }
             NextState::Delivered | NextState::Failed => {
                 let status = if w.next == NextState::Delivered {
@@ -894,6 +897,7 @@ mod tests {
         // An attempt's record still goes through: the request was already sent.
         let attempt = AttemptWrite {
             id: first,
+            host: "h:80".into(),
             attempt: crate::model::Attempt {
                 number: 1,
                 started_at: 1,
