@@ -28,10 +28,10 @@ fn watch_git_head() {
         paths.push(branch);
     }
     for p in paths {
-        if let Some(file) = git(&["rev-parse", "--git-path", &p]) {
-            if std::path::Path::new(&file).exists() {
-                println!("cargo:rerun-if-changed={file}");
-            }
+        if let Some(file) = git(&["rev-parse", "--git-path", &p])
+            && std::path::Path::new(&file).exists()
+        {
+            println!("cargo:rerun-if-changed={file}");
         }
     }
 }

@@ -50,7 +50,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(endpoint = %ep.name, reason = %denied, "the egress guard denies this endpoint's URL; its webhooks will be refused");
         }
     }
-    let store = Store::open(&config.store.path)?;
+    let store = Store::open_with_cache(&config.store.path, config.store.cache_bytes)?;
     let metrics = Metrics::new();
     let per_host_limit = config.delivery.per_host_concurrency;
     let mut queue = Queue::new(per_host_limit).with_breaker(BreakerPolicy {

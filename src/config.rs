@@ -85,6 +85,8 @@ pub struct StoreConfig {
     pub max_pending: usize,
     /// Ingest answers `503 overloaded` while the store uses more than this (0: no limit).
     pub max_bytes: u64,
+    /// redb's page cache; bodies stay on disk beyond it, so memory does not grow with the backlog.
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -369,6 +371,12 @@ impl RawConfig {
         }
         if self.store.max_pending == 0 {
             return Err(invalid("store.max_pending", "must be at least 1"));
+        }
+        if self.store.cache_bytes < 1 << 20 {
+            return Err(invalid(
+                "store.cache_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
         }
         if self.health.failure_threshold == 0 {
             return Err(invalid("health.failure_threshold", "must be at least 1"));
@@ -656,6 +664,7 @@ mod tests {
                 "health.failure_threshold",
             ),
             ("[store]\nmax_pending = 0\n", "store.max_pending"),
+            ("[store]\ncache_bytes = 10\n", "store.cache_bytes"),
             (
                 "[endpoints.a]\nurl = \"http://x\"\nsecret = \"abc\"\n",
                 "endpoints.a.secret",

@@ -124,10 +124,10 @@ impl EgressPolicy {
         if let Some(range) = builtin_denied(ip) {
             return Err(denied(range));
         }
-        if let Some(v4) = embedded {
-            if let Err(EgressDenied::Address { range, .. }) = self.check_ip(IpAddr::V4(v4)) {
-                return Err(denied(&format!("embeds {v4}: {range}")));
-            }
+        if let Some(v4) = embedded
+            && let Err(EgressDenied::Address { range, .. }) = self.check_ip(IpAddr::V4(v4))
+        {
+            return Err(denied(&format!("embeds {v4}: {range}")));
         }
         Ok(())
     }

@@ -90,10 +90,10 @@ impl Sender for ReqwestSender {
         // the policy may have changed since the webhook was stored.
         if let Ok(url) = url::Url::parse(&req.url) {
             let checked = self.egress.check_url(&url);
-            if let Err(denied) = checked {
-                if !allow_anyway(&self.egress, &self.metrics, &denied) {
-                    return Err(SendError::EgressBlocked(denied.to_string()));
-                }
+            if let Err(denied) = checked
+                && !allow_anyway(&self.egress, &self.metrics, &denied)
+            {
+                return Err(SendError::EgressBlocked(denied.to_string()));
             }
         }
         let mut builder = self

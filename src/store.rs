@@ -51,6 +51,9 @@ pub(crate) const HOST_PAUSES: TableDefinition<&str, &[u8]> = TableDefinition::ne
 pub(crate) const META_COUNTS: &str = "counts";
 pub(crate) const META_PAUSE: &str = "pause";
 
+/// Page cache for stores opened without a configured size (tests and tools).
+const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
 /// The layout version written into `meta`; a newer file is refused rather than misread.
 /// 2 added `batches`, `host_pauses` and the `counts`/`pause` meta rows (1 is upgraded at open).
 const SCHEMA_VERSION: u32 = 2;
@@ -155,18 +158,26 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) `dir/hookrelay.redb` and makes sure every table exists.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`Store::open`], with `cache_bytes` of page cache (`store.cache_bytes`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: dir.display().to_string(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let path = dir.join("hookrelay.redb");
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                open_err("already open by another hookrelay process".into())
-            }
-            e => open_err(e.to_string()),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    open_err("already open by another hookrelay process".into())
+                }
+                e => open_err(e.to_string()),
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(DELIVERIES)?;

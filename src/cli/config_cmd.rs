@@ -51,10 +51,10 @@ fn check(file: Option<&Path>) -> ExitCode {
             eprintln!("hookrelay: invalid configuration: {e}");
             // A semantic error names a key; say which layer set it, since the culprit is often an
             // env var nobody remembers exporting.
-            if let ConfigError::Invalid { key, .. } = &e {
-                if let Some(line) = explain(file, key) {
-                    eprintln!("  {line}");
-                }
+            if let ConfigError::Invalid { key, .. } = &e
+                && let Some(line) = explain(file, key)
+            {
+                eprintln!("  {line}");
             }
             ExitCode::from(2)
         }
