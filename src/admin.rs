@@ -4,6 +4,9 @@
 //! transaction or touch the scheduler's queue directly. JSON body types live in `admin/json.rs`.
 
 pub mod json;
+pub mod preview;
+pub mod series;
+pub mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +81,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/deliveries/{id}", get(delivery))
+        .route("/v1/series", get(series::series))
+        .merge(ui::router())
         .fallback(not_found)
         .with_state(state)
 }
@@ -125,18 +130,21 @@ async fn delivery(
     let parsed: DeliveryId = id
         .parse()
         .map_err(|_| ApiError::not_found("delivery", &id))?;
-    let record = s
+    let (record, payload) = s
         .store
-        .delivery(parsed.0)
+        .delivery_with_payload(parsed.0)
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     let attempts = s.store.attempts(parsed.0).map_err(ApiError::store)?;
-    let body = json::delivery(
-        parsed.0,
-        &record,
-        s.in_flight.contains(parsed.0),
-        Some(&attempts),
-    );
+    let body = json::DeliveryDetailJson {
+        delivery: json::delivery(
+            parsed.0,
+            &record,
+            s.in_flight.contains(parsed.0),
+            Some(&attempts),
+        ),
+        request: preview::request_preview(&payload),
+    };
     Ok(axum::Json(body).into_response())
 }
 

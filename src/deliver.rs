@@ -15,7 +15,7 @@ use crate::classify::{self, Decision, Outcome, SendError};
 use crate::clock;
 use crate::config::{Config, Endpoint};
 use crate::metrics::Metrics;
-use crate::model::{Attempt, DeliveryRecord, Id, Payload, Status};
+use crate::model::{Attempt, Classification, DeliveryRecord, Id, Payload, Status};
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sender::{OutgoingRequest, Sender};
 use crate::store::Store;
@@ -143,6 +143,11 @@ impl Deliverer {
         self.metrics
             .attempt_duration
             .observe(duration.as_secs_f64());
+        self.metrics.attempt_series.record(
+            finished,
+            classification == Classification::Success,
+            duration,
+        );
 
         if let Err(e) = self
             .writer

@@ -2,7 +2,10 @@
 //! every stage clones, and the text rendering served at `/metrics`.
 //!
 //! Gauges that describe the store (queue depth, oldest pending) are set by the scheduler, which
-//! loads them from the store at start, so they are right after a restart.
+//! loads them from the store at start, so they are right after a restart. `series` keeps the
+//! per-minute attempt counts the dashboard charts.
+
+pub mod series;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -25,9 +28,12 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub commit_batch_size: Histogram,
     pub replayed: IntCounter,
+    /// Attempts per minute over the last day, for the dashboard (not exported to Prometheus).
+    pub attempt_series: series::AttemptSeries,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
+/// Upper bounds of the latency histograms, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -167,6 +173,7 @@ impl Metrics {
             commit_duration,
             commit_batch_size,
             replayed,
+            attempt_series: series::AttemptSeries::default(),
         }
     }
 
