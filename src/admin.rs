@@ -1,9 +1,17 @@
-//! The admin listener: routes, and the JSON error shape every handler shares.
+//! The admin listener: routes, token auth, and the JSON error shape every handler shares.
 //!
 //! Handlers read store snapshots and ask the writer for changes; they never open a write
-//! transaction or touch the scheduler's queue directly. JSON body types live in `admin/json.rs`.
+//! transaction or touch the scheduler's queue directly (they send it a [`Control`] after the
+//! change is stored). Handlers live by topic in `admin/`: `deliveries.rs`, `batches.rs`,
+//! `control.rs` (pause, hosts, stats); JSON shapes in `json.rs`, request parsing in `params.rs`.
+//! Every refusal, including axum's own (bad JSON, bad query, unknown route, wrong method), is
+//! `{"error": {"code", "message"}}`.
 
+pub mod batches;
+pub mod control;
+pub mod deliveries;
 pub mod json;
+pub mod params;
 pub mod preview;
 pub mod series;
 pub mod ui;
@@ -12,16 +20,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
+use crate::config::AdminConfig;
 use crate::metrics::Metrics;
-use crate::model::DeliveryId;
-use crate::schedule::InFlight;
+use crate::schedule::{Control, InFlight};
 use crate::store::Store;
 use crate::store::writer::WriterHandle;
+
+/// The OpenAPI description served at `/openapi.json`, written by hand next to the routes.
+pub const OPENAPI: &str = include_str!("admin/openapi.json");
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -31,6 +46,9 @@ pub struct AdminState {
     pub in_flight: InFlight,
     pub metrics: Metrics,
     pub draining: Arc<AtomicBool>,
+    /// Operator instructions to the scheduler, sent after the change is stored.
+    pub control_tx: mpsc::UnboundedSender<Control>,
+    pub config: Arc<AdminConfig>,
 }
 
 /// An API error: status, code and message, rendered as `{"error": {"code", "message"}}`.
@@ -48,6 +66,10 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(what: &str, id: &str) -> ApiError {
@@ -75,22 +97,99 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON request body; an empty body is `T::default()`. Rejections are our JSON errors.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad("bad_json", format!("invalid JSON body: {e}")))
+    }
+}
+
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/deliveries/{id}", get(delivery))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/{id}", get(deliveries::show))
+        .route("/v1/deliveries/{id}/cancel", post(deliveries::cancel))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::show))
+        .route("/v1/pause", get(control::pause_state).post(control::pause))
+        .route("/v1/resume", post(control::resume))
+        .route("/v1/hosts", get(control::hosts))
+        .route("/v1/hosts/{host}/pause", post(control::host_pause))
+        .route("/v1/hosts/{host}/resume", post(control::host_resume))
+        .route("/v1/stats", get(control::stats))
         .route("/v1/series", get(series::series))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // After the auth layer: the dashboard's files hold no data, and the page must load to
+        // ask for the token. Its API calls go through the layer like any client's.
         .merge(ui::router())
-        .fallback(not_found)
         .with_state(state)
+}
+
+/// Whether `path` needs the token under this config.
+pub fn needs_token(config: &AdminConfig, path: &str) -> bool {
+    let protected = match path {
+        "/healthz" | "/readyz" => false,
+        "/metrics" => !config.metrics_public,
+        _ => true,
+    };
+    protected && config.token.is_some()
+}
+
+async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    if !needs_token(&s.config, req.uri().path()) {
+        return next.run(req).await;
+    }
+    let expected = s.config.token.as_deref().unwrap_or_default();
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route needs `Authorization: Bearer <admin.token>`",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+/// Compares without an early exit, so response time does not leak how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready while the store takes writes and no drain has begun.
 async fn readyz(State(s): State<AdminState>) -> Response {
     if s.draining.load(Ordering::Relaxed) {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "draining")
@@ -108,11 +207,8 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    if let Ok(Some(age)) = json::oldest_pending_age_secs(&s.store) {
-        s.metrics.oldest_pending_age.set(age as i64);
-    } else {
-        s.metrics.oldest_pending_age.set(0);
-    }
+    let age = json::oldest_pending_age_secs(&s.store).ok().flatten();
+    s.metrics.oldest_pending_age.set(age.unwrap_or(0) as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -123,31 +219,51 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-async fn delivery(
-    State(s): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let parsed: DeliveryId = id
-        .parse()
-        .map_err(|_| ApiError::not_found("delivery", &id))?;
-    let (record, payload) = s
-        .store
-        .delivery_with_payload(parsed.0)
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
-    let attempts = s.store.attempts(parsed.0).map_err(ApiError::store)?;
-    let body = json::DeliveryDetailJson {
-        delivery: json::delivery(
-            parsed.0,
-            &record,
-            s.in_flight.contains(parsed.0),
-            Some(&attempts),
-        ),
-        request: preview::request_preview(&payload),
-    };
-    Ok(axum::Json(body).into_response())
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_applies_to_everything_but_health_and_optionally_metrics() {
+        let mut c = AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            metrics_public: false,
+            max_batch: 10,
+        };
+        assert!(!needs_token(&c, "/v1/stats"));
+        c.token = Some("0123456789abcdef".into());
+        let cases = [
+            ("/healthz", false),
+            ("/readyz", false),
+            ("/metrics", true),
+            ("/v1/stats", true),
+            ("/openapi.json", true),
+            ("/nope", true),
+        ];
+        for (path, want) in cases {
+            assert_eq!(needs_token(&c, path), want, "{path}");
+        }
+        c.metrics_public = true;
+        assert!(!needs_token(&c, "/metrics"));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
 }

@@ -53,8 +53,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     for entry in &due {
         queue.push(&entry.host, entry.next_at, entry.id);
     }
-    tracing::info!(pending = due.len(), path = %config.store.path.display(), "store opened");
+    // Pauses are stored, so a kill switch thrown before a restart still holds after it.
+    let paused = store.pause()?.is_some();
+    for (host, _) in store.host_pauses()? {
+        queue.set_host_paused(&host, true);
+    }
+    tracing::info!(pending = due.len(), paused, path = %config.store.path.display(), "store opened");
     drop(due);
+    metrics.paused.set(i64::from(paused));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
 
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let (writer, writer_join) = writer::spawn(&store, metrics.clone(), enqueued_tx)?;
@@ -80,6 +87,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     );
     let scheduler = Scheduler {
         queue,
+        paused,
+        control_rx,
         concurrency: config.delivery.concurrency,
         deliverer: Arc::new(deliverer),
         in_flight: in_flight.clone(),
@@ -128,6 +137,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             in_flight,
             metrics,
             draining: draining.clone(),
+            control_tx,
+            config: Arc::new(config.admin.clone()),
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

@@ -62,6 +62,13 @@ pub struct IngestConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// When set, every admin route but the health checks needs `Authorization: Bearer TOKEN`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+    /// Most deliveries one replay batch may name or match.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +231,16 @@ impl RawConfig {
         }
         if self.ingest.listen == self.admin.listen {
             return Err(invalid("admin.listen", "must differ from ingest.listen"));
+        }
+        let weak_token = |t: &String| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic());
+        if self.admin.token.as_ref().is_some_and(weak_token) {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 printable ASCII characters without spaces",
+            ));
+        }
+        if self.admin.max_batch == 0 || self.admin.max_batch > 100_000 {
+            return Err(invalid("admin.max_batch", "must be between 1 and 100000"));
         }
         if self.delivery.concurrency == 0 {
             return Err(invalid("delivery.concurrency", "must be at least 1"));
@@ -388,6 +405,9 @@ mod tests {
         assert_eq!(c.retry.max_attempts, 12);
         assert_eq!(c.idempotency.window, Duration::from_secs(72 * 3600));
         assert_eq!(c.store.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(c.admin.token, None);
+        assert!(!c.admin.metrics_public);
+        assert_eq!(c.admin.max_batch, 1000);
     }
 
     #[test]
@@ -419,6 +439,8 @@ mod tests {
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),
             ("[endpoints.\"a b\"]\nurl = \"http://x\"\n", "endpoints.a b"),
             ("[retry]\njitter = 2.0\n", "retry.jitter"),
+            ("[admin]\ntoken = \"short\"\n", "admin.token"),
+            ("[admin]\nmax_batch = 0\n", "admin.max_batch"),
         ];
         for (toml, key) in cases {
             let err = load(toml, &[]).unwrap_err().to_string();

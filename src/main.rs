@@ -1,73 +1,19 @@
-//! The `hookrelay` binary: parse arguments, load config (exiting before any port is bound if it
-//! is wrong), then hand over to `app::serve`.
+//! The `hookrelay` binary: parse arguments and hand over to `cli::run` (which loads and checks
+//! the config before any port is bound, or talks to a running sidecar's admin API).
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use hookrelay::config::Config;
-
-#[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Webhook delivery sidecar")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the sidecar: ingest listener, delivery, admin API.
-    Serve {
-        /// A TOML file layered over the embedded defaults.
-        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Check a configuration and report the first problem.
-    ConfigCheck {
-        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
-        config: Option<PathBuf>,
-    },
-}
+use clap::Parser;
+use hookrelay::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    // One TLS provider for the whole process, chosen before anything builds a client.
+    // One TLS provider for the whole process, chosen before anything builds a client (the
+    // sidecar's sender and the CLI's admin client alike).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match cli.command {
-        Command::Serve { config } => {
-            let config = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("hookrelay: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match hookrelay::app::serve(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hookrelay: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::ConfigCheck { config } => match Config::load(config.as_deref()) {
-            Ok(c) => {
-                println!(
-                    "configuration is valid ({} endpoint(s); ingest {}, admin {})",
-                    c.endpoints.len(),
-                    c.ingest.listen,
-                    c.admin.listen
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hookrelay: invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
-    }
+    hookrelay::cli::run(cli)
 }
 
 fn init_tracing() {

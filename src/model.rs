@@ -80,6 +80,7 @@ macro_rules! prefixed_id {
 
 prefixed_id!(DeliveryId, "dlv_");
 prefixed_id!(EventId, "evt_");
+prefixed_id!(BatchId, "bat_");
 
 /// Where a delivery stands. `InProgress` is never stored: an attempt in flight is known only to
 /// the scheduler, and a crash leaves the delivery `Pending`, so it is attempted again on start.
@@ -118,6 +119,11 @@ impl Status {
 
     pub fn is_final(self) -> bool {
         matches!(self, Status::Delivered | Status::Failed | Status::Cancelled)
+    }
+
+    /// Whether a replay batch may copy a delivery in this state.
+    pub fn is_replayable(self) -> bool {
+        matches!(self, Status::Failed | Status::Cancelled)
     }
 }
 
@@ -259,6 +265,58 @@ pub struct Attempt {
     pub classification: Classification,
     pub error: Option<String>,
     pub response_snippet: Option<String>,
+}
+
+/// Why a replay batch left a requested delivery out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    /// No delivery has that id (or the id is not a delivery id at all).
+    NotFound,
+    /// Only `failed` and `cancelled` deliveries can be replayed.
+    NotReplayable,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotFound => "not_found",
+            SkipReason::NotReplayable => "not_replayable",
+        }
+    }
+}
+
+/// The selection a replay batch was asked for by filter, kept in its audit record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplayFilter {
+    pub status: Option<Status>,
+    pub target_prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub classification: Option<Classification>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+}
+
+/// The audit record of one replay batch (dry runs included): written once, never changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub dry_run: bool,
+    pub reason: Option<String>,
+    pub created_at: u64,
+    /// Set when the batch was asked for by filter rather than by ids.
+    pub filter: Option<ReplayFilter>,
+    /// How many deliveries were asked for (ids given, or matched by the filter).
+    pub requested: u32,
+    /// (source, new delivery); the new delivery is `None` in a dry run.
+    pub created: Vec<(Id, Option<Id>)>,
+    /// The requested id as given, and why it was left out.
+    pub skipped: Vec<(String, SkipReason)>,
+}
+
+/// An operator's pause, globally or for one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub since: u64,
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]

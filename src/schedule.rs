@@ -2,14 +2,18 @@
 //!
 //! It owns an in-memory mirror of the store's `due` index, grouped by destination host
 //! ([`Queue`]), loaded from the store before the writer starts and fed after every commit. It
-//! sleeps until the earliest eligible delivery or a message (new work, a finished attempt),
-//! never on a polling tick. It never writes the store itself: attempts go through `deliver`.
+//! sleeps until the earliest eligible delivery or a message (new work, a finished attempt, an
+//! operator's [`Control`]), never on a polling tick. It never writes the store itself: attempts
+//! go through `deliver`, and pauses are stored by the admin before they are sent here.
+//!
+//! A pause (global or per host) only stops new attempts from starting; attempts in flight
+//! finish. A paused host is simply absent from the queue's `ready` set.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock;
 use crate::deliver::Deliverer;
@@ -38,6 +42,19 @@ pub struct Queue {
     ready: BTreeSet<(u64, Host)>,
     per_host_limit: usize,
     pending: usize,
+    /// Hosts an operator paused: their work stays queued but never becomes ready.
+    paused_hosts: HashSet<Host>,
+}
+
+/// One host's load, as `GET /v1/hosts` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostLoad {
+    pub host: String,
+    pub pending: usize,
+    pub in_flight: usize,
+    pub paused: bool,
+    /// When its earliest pending delivery is due.
+    pub next_at: Option<u64>,
 }
 
 impl Queue {
@@ -47,7 +64,61 @@ impl Queue {
             ready: BTreeSet::new(),
             per_host_limit: per_host_limit.max(1),
             pending: 0,
+            paused_hosts: HashSet::new(),
         }
+    }
+
+    /// Pauses or resumes one host; its queued work stays and resumes where it was.
+    pub fn set_host_paused(&mut self, host: &str, paused: bool) {
+        let key = self.host_key(host);
+        if paused {
+            self.paused_hosts.insert(key.clone());
+        } else {
+            self.paused_hosts.remove(&key);
+        }
+        self.refresh(&key);
+    }
+
+    /// Drops a pending delivery (cancelled by an operator). Unknown entries are ignored: the
+    /// delivery may be in flight or already gone, and `deliver` skips what is not pending.
+    pub fn remove(&mut self, host: &str, next_at: u64, id: Id) {
+        let key = self.host_key(host);
+        let removed = self
+            .hosts
+            .get_mut(&key)
+            .is_some_and(|hq| hq.pending.remove(&(next_at, id)));
+        if removed {
+            self.pending -= 1;
+            self.refresh(&key);
+        }
+    }
+
+    /// Every host with pending or in-flight work, and every paused host, sorted by name.
+    pub fn hosts(&self) -> Vec<HostLoad> {
+        let mut out: Vec<HostLoad> = self
+            .hosts
+            .iter()
+            .map(|(h, hq)| HostLoad {
+                host: h.to_string(),
+                pending: hq.pending.len(),
+                in_flight: hq.in_flight,
+                paused: self.paused_hosts.contains(h),
+                next_at: hq.pending.first().map(|(at, _)| *at),
+            })
+            .collect();
+        for h in &self.paused_hosts {
+            if !self.hosts.contains_key(h) {
+                out.push(HostLoad {
+                    host: h.to_string(),
+                    pending: 0,
+                    in_flight: 0,
+                    paused: true,
+                    next_at: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        out
     }
 
     pub fn pending(&self) -> usize {
@@ -99,6 +170,7 @@ impl Queue {
         self.hosts
             .get_key_value(host)
             .map(|(k, _)| k.clone())
+            .or_else(|| self.paused_hosts.get(host).cloned())
             .unwrap_or_else(|| Arc::from(host))
     }
 
@@ -110,7 +182,7 @@ impl Queue {
         if let Some(old) = hq.slot.take() {
             self.ready.remove(&(old, host.clone()));
         }
-        let eligible = hq.in_flight < self.per_host_limit;
+        let eligible = hq.in_flight < self.per_host_limit && !self.paused_hosts.contains(host);
         if let (true, Some((at, _))) = (eligible, hq.pending.first()) {
             hq.slot = Some(*at);
             self.ready.insert((*at, host.clone()));
@@ -158,8 +230,31 @@ struct Completed {
     next_at: Option<u64>,
 }
 
+/// An operator's instruction, sent by the admin after the change is stored.
+#[derive(Debug)]
+pub enum Control {
+    /// Global pause (true) or resume (false).
+    Pause(bool),
+    HostPause {
+        host: String,
+        paused: bool,
+    },
+    /// A pending delivery was cancelled: forget its queue entry.
+    Remove {
+        host: String,
+        next_at: u64,
+        id: Id,
+    },
+    /// Report every host's load.
+    Hosts(oneshot::Sender<Vec<HostLoad>>),
+}
+
 pub struct Scheduler {
     pub queue: Queue,
+    /// Global pause: no new attempt starts while set. Loaded from the store at start.
+    pub paused: bool,
+    /// Operator instructions from the admin API.
+    pub control_rx: mpsc::UnboundedReceiver<Control>,
     pub concurrency: usize,
     pub deliverer: Arc<Deliverer>,
     pub in_flight: InFlight,
@@ -176,7 +271,11 @@ impl Scheduler {
         let mut draining = *drain.borrow();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            if !draining {
+            if draining {
+                if self.in_flight.is_empty() {
+                    break;
+                }
+            } else if !self.paused {
                 let now = clock::now_ms();
                 while self.in_flight.len() < self.concurrency {
                     let Some((id, host)) = self.queue.pop_due(now) else {
@@ -184,8 +283,6 @@ impl Scheduler {
                     };
                     self.dispatch(id, host, done_tx.clone());
                 }
-            } else if self.in_flight.is_empty() {
-                break;
             }
             self.metrics
                 .queue_depth
@@ -196,7 +293,12 @@ impl Scheduler {
                 .with_label_values(&["in_progress"])
                 .set(self.in_flight.len() as i64);
 
-            let wake = match (draining, self.in_flight.len() < self.concurrency) {
+            self.metrics.paused.set(i64::from(self.paused));
+
+            let wake = match (
+                draining || self.paused,
+                self.in_flight.len() < self.concurrency,
+            ) {
                 (false, true) => self.queue.next_wake(),
                 _ => None,
             };
@@ -215,6 +317,7 @@ impl Scheduler {
                         deadline.get_or_insert(tokio::time::Instant::now() + grace);
                     }
                 },
+                Some(control) = self.control_rx.recv() => self.control(control),
                 Some(done) = done_rx.recv() => {
                     self.in_flight.remove(done.id);
                     self.queue.complete(&done.host, done.id, done.next_at);
@@ -235,6 +338,21 @@ impl Scheduler {
                     break;
                 }
             }
+        }
+    }
+
+    fn control(&mut self, control: Control) {
+        match control {
+            Control::Pause(paused) => {
+                tracing::info!(paused, "delivery pause changed");
+                self.paused = paused;
+            }
+            Control::HostPause { host, paused } => {
+                tracing::info!(%host, paused, "host pause changed");
+                self.queue.set_host_paused(&host, paused);
+            }
+            Control::Remove { host, next_at, id } => self.queue.remove(&host, next_at, id),
+            Control::Hosts(reply) => drop(reply.send(self.queue.hosts())),
         }
     }
 
@@ -298,6 +416,53 @@ mod tests {
         assert_eq!(q.pop_due(10), None);
         q.complete("slow:80", a.0, None);
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+    }
+
+    #[test]
+    fn a_paused_host_holds_its_work_while_others_flow() {
+        let mut q = Queue::new(8);
+        q.set_host_paused("held:80", true);
+        q.push("held:80", 0, Id(1));
+        q.push("free:80", 5, Id(2));
+        assert_eq!(q.next_wake(), Some(5));
+        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+        assert_eq!(q.pop_due(10), None);
+        assert_eq!(q.pending(), 1);
+        let held = &q.hosts()[1];
+        assert_eq!(
+            (held.host.as_str(), held.pending, held.paused),
+            ("held:80", 1, true)
+        );
+        q.set_host_paused("held:80", false);
+        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(1)));
+    }
+
+    #[test]
+    fn paused_hosts_are_listed_even_when_idle_and_removal_is_exact() {
+        let mut q = Queue::new(8);
+        q.set_host_paused("idle:80", true);
+        q.push("h:80", 7, Id(1));
+        q.push("h:80", 9, Id(2));
+        q.remove("h:80", 7, Id(1));
+        q.remove("h:80", 7, Id(1));
+        q.remove("nope:80", 1, Id(3));
+        assert_eq!(q.pending(), 1);
+        let hosts = q.hosts();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(
+            hosts[0],
+            HostLoad {
+                host: "h:80".into(),
+                pending: 1,
+                in_flight: 0,
+                paused: false,
+                next_at: Some(9)
+            }
+        );
+        assert!(hosts[1].paused && hosts[1].pending == 0);
+        q.remove("h:80", 9, Id(2));
+        assert_eq!(q.hosts().len(), 1);
+        assert_eq!(q.next_wake(), None);
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //! - `finished`    (finished_at, id) -> (), for retention pruning
 //! - `idempotency` sha256(scope, key) -> IdemRecord
 //! - `idem_expiry` (expires_at, sha256) -> (), for pruning
-//! - `meta`        name -> bytes (schema version)
+//! - `batches`     batch id -> BatchRecord (replay audit trail, dry runs included)
+//! - `host_pauses` host -> PauseRecord, one row per paused host
+//! - `meta`        name -> bytes: `schema_version`, `counts` (deliveries per stored state, kept
+//!   by the writer in the same transaction as every state change), `pause` (the global pause)
 
+pub mod query;
 pub mod writer;
 
 use std::path::Path;
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::model::{Attempt, DeliveryRecord, Id, Payload, Status};
+use crate::model::{Attempt, BatchRecord, DeliveryRecord, Id, PauseRecord, Payload, Status};
 
 pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
 pub(crate) const PAYLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("payloads");
@@ -36,9 +40,16 @@ pub(crate) const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> =
 pub(crate) const IDEM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
     TableDefinition::new("idem_expiry");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const BATCHES: TableDefinition<u128, &[u8]> = TableDefinition::new("batches");
+pub(crate) const HOST_PAUSES: TableDefinition<&str, &[u8]> = TableDefinition::new("host_pauses");
+
+/// `meta` keys.
+pub(crate) const META_COUNTS: &str = "counts";
+pub(crate) const META_PAUSE: &str = "pause";
 
 /// The layout version written into `meta`; a newer file is refused rather than misread.
-const SCHEMA_VERSION: u32 = 1;
+/// 2 added `batches`, `host_pauses` and the `counts`/`pause` meta rows (1 is upgraded at open).
+const SCHEMA_VERSION: u32 = 2;
 /// The first byte of every encoded record.
 const RECORD_VERSION: u8 = 1;
 
@@ -81,6 +92,16 @@ pub struct IdemRecord {
     pub expires_at: u64,
     pub event_id: Option<Id>,
     pub deliveries: Vec<Id>,
+}
+
+/// Stored deliveries per state, indexed by `Status::code()` (`in_progress` is always 0 here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts(pub [u64; 5]);
+
+impl Counts {
+    pub fn get(&self, status: Status) -> u64 {
+        self.0[status.code() as usize]
+    }
 }
 
 /// A pending delivery as the scheduler needs it at start-up.
@@ -147,6 +168,8 @@ impl Store {
             txn.open_table(FINISHED)?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(IDEM_EXPIRY)?;
+            txn.open_table(BATCHES)?;
+            txn.open_table(HOST_PAUSES)?;
             let mut meta = txn.open_table(META)?;
             let existing = meta
                 .get("schema_version")?
@@ -158,8 +181,11 @@ impl Store {
                         "written by a newer hookrelay (schema {v}, this build reads {SCHEMA_VERSION})"
                     )));
                 }
-                Some(_) => {}
-                None => {
+                Some(v) if v == SCHEMA_VERSION => {}
+                // New file, or schema 1: the tables above now exist; counts are computed once.
+                _ => {
+                    let counts = count_index(&txn.open_table(BY_STATUS)?)?;
+                    meta.insert(META_COUNTS, encode(&counts).as_slice())?;
                     meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
                 }
             }
@@ -240,18 +266,73 @@ impl Store {
         }
     }
 
-    /// How many deliveries are stored in each state (in_progress is the scheduler's to know).
-    pub fn count_by_status(&self, status: Status) -> Result<u64, StoreError> {
+    /// How many deliveries are stored in each state, from the counters the writer keeps.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(BY_STATUS)?;
-        let code = status.code();
-        let mut n = 0;
-        for row in table.range((code, 0)..=(code, u128::MAX))? {
-            row?;
-            n += 1;
-        }
-        Ok(n)
+        let meta = txn.open_table(META)?;
+        let found = meta.get(META_COUNTS)?;
+        found
+            .map(|v| decode("meta", v.value()))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
+
+    /// The global pause, if delivery is paused.
+    pub fn pause(&self) -> Result<Option<PauseRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let found = meta.get(META_PAUSE)?;
+        found.map(|v| decode("meta", v.value())).transpose()
+    }
+
+    /// Every paused host with its pause.
+    pub fn host_pauses(&self) -> Result<Vec<(String, PauseRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HOST_PAUSES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), decode("host_pauses", v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn batch(&self, id: Id) -> Result<Option<BatchRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BATCHES)?;
+        let found = table.get(id.0)?;
+        found.map(|v| decode("batches", v.value())).transpose()
+    }
+
+    /// Batches newest first, strictly older than `before` when given.
+    pub fn batches(
+        &self,
+        before: Option<Id>,
+        limit: usize,
+    ) -> Result<Vec<(Id, BatchRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BATCHES)?;
+        let upper = before.map_or(u128::MAX, |b| b.0.saturating_sub(1));
+        let mut out = Vec::new();
+        for row in table.range(..=upper)?.rev().take(limit) {
+            let (k, v) = row?;
+            out.push((Id(k.value()), decode("batches", v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+/// Counts the `by_status` index: used once, when a store is created or upgraded.
+fn count_index(table: &impl ReadableTable<(u8, u128), ()>) -> Result<Counts, StoreError> {
+    let mut counts = Counts::default();
+    for row in table.iter()? {
+        let (k, _) = row?;
+        let code = k.value().0 as usize;
+        if code < counts.0.len() {
+            counts.0[code] += 1;
+        }
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]

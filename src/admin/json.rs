@@ -4,7 +4,11 @@
 use serde::Serialize;
 
 use crate::clock;
-use crate::model::{Attempt, DeliveryId, DeliveryRecord, EventId, Id, Status};
+use crate::model::{
+    Attempt, BatchId, BatchRecord, DeliveryId, DeliveryRecord, EventId, Id, PauseRecord,
+    ReplayFilter, Status,
+};
+use crate::schedule::HostLoad;
 use crate::store::{Store, StoreError};
 
 #[derive(Serialize)]
@@ -79,7 +83,7 @@ pub fn delivery(
         last_status_code: r.last_status_code,
         body_bytes: r.body_len,
         replay_of: r.replay_of.map(|i| DeliveryId(i).to_string()),
-        batch_id: r.batch_id.map(|i| format!("bat_{}", ulid::Ulid(i.0))),
+        batch_id: r.batch_id.map(|i| BatchId(i).to_string()),
         attempts: attempts.map(|a| a.iter().map(attempt).collect()),
     }
 }
@@ -101,4 +105,138 @@ pub fn oldest_pending_age_secs(store: &Store) -> Result<Option<u64>, StoreError>
     Ok(store
         .oldest_pending()?
         .map(|id| clock::now_ms().saturating_sub(id.ms()) / 1000))
+}
+
+/// A page of a listing: `{"data": [...], "next_cursor": "..." | null}`.
+#[derive(Serialize)]
+pub struct PageJson<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct BatchJson {
+    pub id: String,
+    pub dry_run: bool,
+    /// `completed` (deliveries created) or `dry_run` (nothing created).
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub requested: u32,
+    pub filter: Option<FilterOut>,
+    pub created: Vec<CreatedJson>,
+    pub skipped: Vec<SkippedJson>,
+}
+
+#[derive(Serialize)]
+pub struct FilterOut {
+    pub status: Option<&'static str>,
+    pub target_prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub classification: Option<&'static str>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedJson {
+    pub source: String,
+    pub delivery: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SkippedJson {
+    pub id: String,
+    pub reason: &'static str,
+}
+
+pub fn batch(id: Id, b: &BatchRecord) -> BatchJson {
+    BatchJson {
+        id: BatchId(id).to_string(),
+        dry_run: b.dry_run,
+        status: if b.dry_run { "dry_run" } else { "completed" },
+        reason: b.reason.clone(),
+        created_at: clock::rfc3339(b.created_at),
+        requested: b.requested,
+        filter: b.filter.as_ref().map(filter),
+        created: b
+            .created
+            .iter()
+            .map(|(source, new)| CreatedJson {
+                source: DeliveryId(*source).to_string(),
+                delivery: new.map(|n| DeliveryId(n).to_string()),
+            })
+            .collect(),
+        skipped: b
+            .skipped
+            .iter()
+            .map(|(id, reason)| SkippedJson {
+                id: id.clone(),
+                reason: reason.as_str(),
+            })
+            .collect(),
+    }
+}
+
+fn filter(f: &ReplayFilter) -> FilterOut {
+    FilterOut {
+        status: f.status.map(Status::as_str),
+        target_prefix: f.target_prefix.clone(),
+        endpoint: f.endpoint.clone(),
+        classification: f.classification.map(|c| c.as_str()),
+        since: f.since.map(clock::rfc3339),
+        until: f.until.map(clock::rfc3339),
+    }
+}
+
+/// `{"paused": bool, "since": ..., "reason": ...}`, globally or for one host.
+#[derive(Serialize)]
+pub struct PauseJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub paused: bool,
+    pub since: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub fn pause(host: Option<String>, p: Option<&PauseRecord>) -> PauseJson {
+    PauseJson {
+        host,
+        paused: p.is_some(),
+        since: p.map(|p| clock::rfc3339(p.since)),
+        reason: p.and_then(|p| p.reason.clone()),
+    }
+}
+
+/// One destination host. Room for more per-host state (a circuit breaker, say) as fields.
+#[derive(Serialize)]
+pub struct HostJson {
+    pub host: String,
+    pub pending: usize,
+    pub in_progress: usize,
+    pub next_attempt_at: Option<String>,
+    pub paused: bool,
+    pub paused_since: Option<String>,
+    pub pause_reason: Option<String>,
+}
+
+pub fn host(load: &HostLoad, pause: Option<&PauseRecord>) -> HostJson {
+    HostJson {
+        host: load.host.clone(),
+        pending: load.pending,
+        in_progress: load.in_flight,
+        next_attempt_at: load.next_at.map(clock::rfc3339),
+        paused: load.paused,
+        paused_since: pause.map(|p| clock::rfc3339(p.since)),
+        pause_reason: pause.and_then(|p| p.reason.clone()),
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatsJson {
+    /// Deliveries per state; `pending` excludes the ones in flight (`in_progress`).
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
+    pub oldest_pending_age_seconds: Option<u64>,
+    pub paused: bool,
+    pub paused_hosts: usize,
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AdminState, ApiError};
@@ -50,10 +49,9 @@ pub async fn series(
             .ok()
             .filter(|m| (1..=MINUTES).contains(m))
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_filter",
-                    format!("minutes must be a whole number from 1 to {MINUTES}, not `{v}`"),
+                ApiError::bad(
+                    "bad_filter",
+                    format!("`minutes`: `{v}` is not a whole number from 1 to {MINUTES}"),
                 )
             })?,
     };

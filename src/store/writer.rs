@@ -7,6 +7,9 @@
 //! of it is visible; earlier commits are untouched.
 //!
 //! It never does network I/O and never waits on anything but its channel and the disk.
+//! Operator changes (cancel, replay, pause) live in `writer/operator.rs`.
+
+pub mod operator;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::clock;
 use crate::metrics::Metrics;
-use crate::model::{Attempt, DeliveryRecord, Id, IdGen, Status};
+use crate::model::{Attempt, BatchRecord, DeliveryRecord, Id, IdGen, PauseRecord, Status};
+use operator::CountDelta;
+pub use operator::{CancelResult, ReplayWrite};
 
 /// Most operations folded into one transaction; bounds the latency of a batch.
 const MAX_BATCH: usize = 4096;
@@ -103,6 +108,17 @@ pub enum WriteOp {
         retention_ms: u64,
         reply: oneshot::Sender<Result<PruneResult, StoreError>>,
     },
+    Cancel(Id, oneshot::Sender<Result<CancelResult, StoreError>>),
+    Replay(
+        ReplayWrite,
+        oneshot::Sender<Result<(Id, BatchRecord), StoreError>>,
+    ),
+    /// Sets or clears the global pause, or one host's.
+    Pause {
+        host: Option<String>,
+        pause: Option<PauseRecord>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The sending half, held by ingest, workers and admin. Dropping the last one stops the writer.
@@ -130,6 +146,34 @@ impl WriterHandle {
         self.send(WriteOp::Prune {
             now,
             retention_ms,
+            reply: tx,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub async fn cancel(&self, id: Id) -> Result<CancelResult, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Cancel(id, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub async fn replay(&self, w: ReplayWrite) -> Result<(Id, BatchRecord), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Replay(w, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores the global pause (`host` None) or a host's; `pause` None clears it.
+    pub async fn set_pause(
+        &self,
+        host: Option<String>,
+        pause: Option<PauseRecord>,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Pause {
+            host,
+            pause,
             reply: tx,
         })
         .await?;
@@ -196,6 +240,18 @@ enum Reply {
         oneshot::Sender<Result<PruneResult, StoreError>>,
         Result<PruneResult, StoreError>,
     ),
+    Cancel(
+        oneshot::Sender<Result<CancelResult, StoreError>>,
+        Result<CancelResult, StoreError>,
+    ),
+    Replay(
+        oneshot::Sender<Result<(Id, BatchRecord), StoreError>>,
+        Result<(Id, BatchRecord), StoreError>,
+    ),
+    Pause(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 impl Reply {
@@ -205,6 +261,9 @@ impl Reply {
             Reply::Ingest(tx, _, _) => drop(tx.send(Err(err()))),
             Reply::Attempt(tx, _) => drop(tx.send(Err(err()))),
             Reply::Prune(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Cancel(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Replay(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Pause(tx, _) => drop(tx.send(Err(err()))),
         }
     }
 }
@@ -233,9 +292,11 @@ impl Writer {
         let result = (|| -> Result<(), StoreError> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
+            let mut delta = CountDelta::default();
             for op in batch.drain(..) {
-                replies.push(self.apply(&txn, op, &mut enqueued));
+                replies.push(self.apply(&txn, op, &mut enqueued, &mut delta));
             }
+            delta.write(&txn)?;
             txn.commit()?;
             Ok(())
         })();
@@ -247,6 +308,9 @@ impl Writer {
                 }
                 WriteOp::Attempt(_, tx) => Reply::Attempt(tx, Err(StoreError::WriterGone)),
                 WriteOp::Prune { reply, .. } => Reply::Prune(reply, Err(StoreError::WriterGone)),
+                WriteOp::Cancel(_, tx) => Reply::Cancel(tx, Err(StoreError::WriterGone)),
+                WriteOp::Replay(_, tx) => Reply::Replay(tx, Err(StoreError::WriterGone)),
+                WriteOp::Pause { reply, .. } => Reply::Pause(reply, Err(StoreError::WriterGone)),
             });
         }
         match result {
@@ -270,6 +334,9 @@ impl Writer {
                         }
                         Reply::Attempt(tx, r) => drop(tx.send(r)),
                         Reply::Prune(tx, r) => drop(tx.send(r)),
+                        Reply::Cancel(tx, r) => drop(tx.send(r)),
+                        Reply::Replay(tx, r) => drop(tx.send(r)),
+                        Reply::Pause(tx, r) => drop(tx.send(r)),
                     }
                 }
             }
@@ -288,18 +355,27 @@ impl Writer {
         txn: &WriteTransaction,
         op: WriteOp,
         enqueued: &mut Vec<Enqueued>,
+        delta: &mut CountDelta,
     ) -> Reply {
         match op {
             WriteOp::Ingest(w, tx) => {
                 let received = w.received;
-                Reply::Ingest(tx, self.ingest(txn, w, enqueued), received)
+                Reply::Ingest(tx, self.ingest(txn, w, enqueued, delta), received)
             }
-            WriteOp::Attempt(w, tx) => Reply::Attempt(tx, record_attempt(txn, w)),
+            WriteOp::Attempt(w, tx) => Reply::Attempt(tx, record_attempt(txn, w, delta)),
             WriteOp::Prune {
                 now,
                 retention_ms,
                 reply,
-            } => Reply::Prune(reply, prune(txn, now, retention_ms)),
+            } => Reply::Prune(reply, prune(txn, now, retention_ms, delta)),
+            WriteOp::Cancel(id, tx) => Reply::Cancel(tx, operator::cancel(txn, id, delta)),
+            WriteOp::Replay(w, tx) => {
+                Reply::Replay(tx, operator::replay(txn, &mut self.ids, w, enqueued, delta))
+            }
+            WriteOp::Pause { host, pause, reply } => Reply::Pause(
+                reply,
+                operator::set_pause(txn, host.as_deref(), pause.as_ref()),
+            ),
         }
     }
 
@@ -308,6 +384,7 @@ impl Writer {
         txn: &WriteTransaction,
         w: IngestWrite,
         enqueued: &mut Vec<Enqueued>,
+        delta: &mut CountDelta,
     ) -> Result<IngestResult, StoreError> {
         let now = clock::now_ms();
         if let Some(claim) = &w.idem {
@@ -343,6 +420,7 @@ impl Writer {
             payloads.insert(id.0, d.payload.as_slice())?;
             due.insert((d.next_at, id.0), d.host.as_str())?;
             by_status.insert((Status::Pending.code(), id.0), ())?;
+            delta.add(Status::Pending, 1);
             enqueued.push(Enqueued {
                 next_at: d.next_at,
                 id,
@@ -369,7 +447,11 @@ impl Writer {
     }
 }
 
-fn record_attempt(txn: &WriteTransaction, w: AttemptWrite) -> Result<(), StoreError> {
+fn record_attempt(
+    txn: &WriteTransaction,
+    w: AttemptWrite,
+    delta: &mut CountDelta,
+) -> Result<(), StoreError> {
     let mut deliveries = txn.open_table(DELIVERIES)?;
     let existing = deliveries
         .get(w.id.0)?
@@ -408,6 +490,7 @@ fn record_attempt(txn: &WriteTransaction, w: AttemptWrite) -> Result<(), StoreEr
                 let mut by_status = txn.open_table(BY_STATUS)?;
                 by_status.remove((Status::Pending.code(), w.id.0))?;
                 by_status.insert((status.code(), w.id.0), ())?;
+                delta.moved(Status::Pending, status);
                 txn.open_table(FINISHED)?.insert((now, w.id.0), ())?;
             }
         }
@@ -416,7 +499,12 @@ fn record_attempt(txn: &WriteTransaction, w: AttemptWrite) -> Result<(), StoreEr
     Ok(())
 }
 
-fn prune(txn: &WriteTransaction, now: u64, retention_ms: u64) -> Result<PruneResult, StoreError> {
+fn prune(
+    txn: &WriteTransaction,
+    now: u64,
+    retention_ms: u64,
+    delta: &mut CountDelta,
+) -> Result<PruneResult, StoreError> {
     let mut result = PruneResult::default();
     {
         let mut expiry = txn.open_table(IDEM_EXPIRY)?;
@@ -459,7 +547,9 @@ fn prune(txn: &WriteTransaction, now: u64, retention_ms: u64) -> Result<PruneRes
         let removed = deliveries.remove(*id)?;
         if let Some(record) = removed {
             let record: DeliveryRecord = decode("deliveries", record.value())?;
-            by_status.remove((record.status.code(), *id))?;
+            if by_status.remove((record.status.code(), *id))?.is_some() {
+                delta.add(record.status, -1);
+            }
         }
         payloads.remove(*id)?;
         attempts.retain_in((*id, 0)..=(*id, u32::MAX), |_, _| false)?;

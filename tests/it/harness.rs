@@ -66,6 +66,8 @@ pub struct Sidecar {
     extra_config: String,
     child: Option<Child>,
     pub http: reqwest::Client,
+    /// Sent as a bearer token on admin requests when set (admin.token).
+    pub token: Option<String>,
     /// How many times this sidecar was started, for log file names.
     starts: usize,
 }
@@ -81,6 +83,7 @@ impl Sidecar {
             extra_config: extra.to_string(),
             child: None,
             http: client(),
+            token: None,
             starts: 0,
         };
         sidecar.spawn_on_free_ports().await;
@@ -227,10 +230,55 @@ impl Sidecar {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.admin_url(path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.get(self.admin_url(path)).send().await.unwrap();
+        let resp = self
+            .admin_request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` (sent as is, so tests can send broken JSON) to the admin API.
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .admin_request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string()).await
+    }
+
+    /// GET /v1/stats, asserting 200.
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get_json("/v1/stats").await;
+        assert_eq!(status, 200, "GET /v1/stats: {body}");
+        body
+    }
+
+    /// Waits until `GET /v1/stats` shows `n` deliveries in `state`.
+    pub async fn wait_count(&self, state: &str, n: u64) -> Value {
+        wait_for(&format!("{n} deliveries {state}"), || async {
+            let s = self.stats().await;
+            (s["counts"][state] == n).then_some(s)
+        })
+        .await
     }
 
     pub async fn delivery(&self, id: &str) -> Value {
@@ -249,8 +297,7 @@ impl Sidecar {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.admin_url("/metrics"))
+        self.admin_request(reqwest::Method::GET, "/metrics")
             .send()
             .await
             .unwrap()

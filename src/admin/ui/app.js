@@ -110,7 +110,7 @@ function askToken() {
   input.focus();
 }
 
-// The header pill: delivering or paused, on every page.
+// The header pill: delivering or paused, on every page; unknown while the server is away.
 async function refreshPause() {
   const pill = document.getElementById("pause-pill");
   try {
@@ -120,7 +120,10 @@ async function refreshPause() {
     pill.textContent = p.paused ? "Delivery paused" : "Delivering";
     pill.title = p.paused ? `Paused${p.reason ? `: ${p.reason}` : ""}` : "Delivery is running";
   } catch (e) {
-    pill.hidden = true;
+    pill.hidden = !(e instanceof ApiError && e.kind === "unreachable");
+    pill.className = "pill unknown";
+    pill.textContent = "Server unreachable";
+    pill.title = "";
   }
 }
 

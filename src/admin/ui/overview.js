@@ -27,6 +27,7 @@ export async function render(main, ctx) {
       updated.textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hour12: false })} · refreshes every ${REFRESH_MS / 1000} s`;
     } catch (err) {
       ctx.fail(err, body, load);
+      ctx.refreshPause();
       updated.textContent = "Not updated: the last refresh failed. Retrying…";
     }
   };
@@ -47,15 +48,15 @@ function draw(body, ctx, load, stats, series, pause, hosts) {
     STATES.map((s) => h("li", { class: `tile t-${s}` },
       h("a", { href: `#/deliveries${query({ status: s })}`, id: `count-${s}` },
         h("span", { class: "n" }, String(counts[s] || 0)),
-        h("span", { class: "label" }, s.replace("_", " "))))),
+        h("span", { class: "label" }, s === "in_progress" ? "In progress" : s[0].toUpperCase() + s.slice(1))))),
     h("li", { class: "tile" },
       h("span", { class: "n", id: "success-rate" }, pct(successes, attempts)),
-      h("span", { class: "label" }, "attempt success, last hour")),
+      h("span", { class: "label" }, "Attempt success, last hour")),
     h("li", { class: "tile" },
       h("span", { class: "n", id: "oldest-pending" },
         stats.oldest_pending_age_seconds === null || stats.oldest_pending_age_seconds === undefined
           ? "—" : duration(stats.oldest_pending_age_seconds)),
-      h("span", { class: "label" }, "oldest pending")));
+      h("span", { class: "label" }, "Oldest pending")));
 
   const top = [...hosts].sort((a, b) => b.pending - a.pending).slice(0, TOP_HOSTS);
   const hostsCard = h("section", { class: "card", "aria-labelledby": "top-hosts" },
@@ -65,7 +66,8 @@ function draw(body, ctx, load, stats, series, pause, hosts) {
         h("td", { class: "mono" }, h("a", { href: `#/deliveries${query({ status: "pending", target: hostPrefix(x.host) })}` }, x.host)),
         h("td", { class: "num" }, x.pending),
         h("td", { class: "num" }, x.in_progress ?? x.in_flight ?? 0),
-        h("td", {}, x.paused ? h("span", { class: "badge s-failed" }, "paused") : "flowing"))))
+        h("td", {}, x.paused ? h("span", { class: "badge s-failed" }, "paused")
+          : pause.paused ? h("span", { class: "muted" }, "held by the global pause") : "flowing"))))
       : h("p", { class: "empty" }, "No host has pending work."),
     h("p", {}, h("a", { href: "#/hosts" }, "All hosts →")));
 

@@ -187,7 +187,7 @@ async function loadHistory(box, ctx, cursor) {
         h("td", {}, b.dry_run ? h("span", { class: "badge" }, "dry run") : h("span", { class: "badge s-delivered" }, "replay")),
         h("td", {}, b.reason || h("span", { class: "muted" }, "—")),
         h("td", { class: "num" }, b.requested),
-        h("td", { class: "num" }, (b.created || []).length),
+        h("td", { class: "num" }, b.dry_run ? h("span", { class: "muted", title: "a dry run creates nothing" }, `${(b.created || []).length} would be`) : (b.created || []).length),
         h("td", { class: "num" }, (b.skipped || []).length))), "Replay batches, newest first")
       : h("p", { class: "empty", id: "no-batches" }, "No replay batches yet."),
     page.next_cursor ? h("button", { type: "button", onclick: () => loadHistory(box, ctx, page.next_cursor) }, "Older →") : null);

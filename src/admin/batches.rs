@@ -1,0 +1,150 @@
+//! Replay batches: `POST /v1/batches` (by ids or by filter, dry run or real), and the audit
+//! trail `GET /v1/batches`, `GET /v1/batches/{id}`.
+//!
+//! A filter is resolved to ids on a snapshot here; the writer then checks every id again and
+//! writes the batch record with its new deliveries in one transaction, so a batch is all or
+//! nothing. This file never writes the store itself.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::json::{self, PageJson};
+use super::params::{self, FilterJson};
+use super::{AdminState, ApiError, JsonBody};
+use crate::clock;
+use crate::model::{BatchId, DeliveryId, ReplayFilter};
+use crate::store::writer::ReplayWrite;
+
+const BATCHES_DEFAULT_LIMIT: usize = 20;
+const BATCHES_MAX_LIMIT: usize = 100;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub delivery_ids: Option<Vec<String>>,
+    pub filter: Option<FilterJson>,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub reason: Option<String>,
+}
+
+pub async fn create(
+    State(s): State<AdminState>,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Response, ApiError> {
+    let max = s.config.max_batch;
+    let too_large = |n: String| {
+        ApiError::bad(
+            "batch_too_large",
+            format!("{n} deliveries; one batch takes at most {max} (admin.max_batch)"),
+        )
+    };
+    let (requested, filter) = match (req.delivery_ids, req.filter) {
+        (Some(ids), None) => {
+            if ids.is_empty() {
+                return Err(ApiError::bad("bad_batch", "`delivery_ids` is empty"));
+            }
+            if ids.len() > max {
+                return Err(too_large(ids.len().to_string()));
+            }
+            let parsed = ids
+                .into_iter()
+                .map(|t| {
+                    let id = t.parse::<DeliveryId>().ok().map(|d| d.0);
+                    (t, id)
+                })
+                .collect();
+            (parsed, None)
+        }
+        (None, Some(f)) => {
+            let filter = params::filter(f, clock::now_ms())?;
+            let ids = s
+                .store
+                .select_for_replay(&filter, max)
+                .map_err(ApiError::store)?
+                .ok_or_else(|| too_large("more than that: the filter matches too many".into()))?;
+            let requested = ids
+                .into_iter()
+                .map(|id| (DeliveryId(id).to_string(), Some(id)))
+                .collect();
+            let stored = ReplayFilter {
+                status: filter.status,
+                target_prefix: filter.target_prefix,
+                endpoint: filter.endpoint,
+                classification: filter.classification,
+                since: filter.since,
+                until: filter.until,
+            };
+            (requested, Some(stored))
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "bad_batch",
+                "give exactly one of `delivery_ids` and `filter`",
+            ));
+        }
+    };
+    let write = ReplayWrite {
+        requested,
+        filter,
+        dry_run: req.dry_run,
+        reason: req.reason,
+    };
+    let (id, batch) = s.writer.replay(write).await.map_err(ApiError::store)?;
+    if !batch.dry_run {
+        s.metrics.replayed.inc_by(batch.created.len() as u64);
+    }
+    tracing::info!(
+        batch = %BatchId(id),
+        dry_run = batch.dry_run,
+        created = batch.created.len(),
+        skipped = batch.skipped.len(),
+        "replay batch"
+    );
+    Ok((StatusCode::CREATED, axum::Json(json::batch(id, &batch))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub async fn list(State(s): State<AdminState>, uri: Uri) -> Result<Response, ApiError> {
+    let raw = axum::extract::Query::<BatchListParams>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad("bad_filter", e.body_text()))?
+        .0;
+    let limit = params::limit(
+        raw.limit.as_deref(),
+        BATCHES_DEFAULT_LIMIT,
+        BATCHES_MAX_LIMIT,
+    )?;
+    let cursor = raw.cursor.as_deref().map(params::cursor).transpose()?;
+    let rows = s.store.batches(cursor, limit).map_err(ApiError::store)?;
+    let next_cursor = (rows.len() == limit)
+        .then(|| rows.last().map(|(id, _)| params::cursor_text(*id)))
+        .flatten();
+    let body = PageJson {
+        data: rows.iter().map(|(id, b)| json::batch(*id, b)).collect(),
+        next_cursor,
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+pub async fn show(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = id
+        .parse::<BatchId>()
+        .map_err(|_| ApiError::not_found("batch", &id))?;
+    let batch = s
+        .store
+        .batch(parsed.0)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("batch", &id))?;
+    Ok(axum::Json(json::batch(parsed.0, &batch)).into_response())
+}

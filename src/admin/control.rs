@@ -1,0 +1,165 @@
+//! Steering and overview: the global pause (kill switch), per-host pauses, `GET /v1/hosts`
+//! and `GET /v1/stats`.
+//!
+//! A pause is stored through the writer first (so it survives a restart) and only then sent to
+//! the scheduler; it stops new attempts, never ones in flight. Nothing here counts rows: state
+//! counts come from the counters the writer keeps, host loads from the scheduler's queue.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::json::{self, StatsJson};
+use super::params;
+use super::{AdminState, ApiError, JsonBody};
+use crate::clock;
+use crate::model::{PauseRecord, Status};
+use crate::schedule::Control;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub reason: Option<String>,
+}
+
+pub async fn pause_state(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let p = s.store.pause().map_err(ApiError::store)?;
+    Ok(axum::Json(json::pause(None, p.as_ref())).into_response())
+}
+
+/// Pausing again keeps the first pause's time and reason.
+pub async fn pause(
+    State(s): State<AdminState>,
+    JsonBody(req): JsonBody<PauseRequest>,
+) -> Result<Response, ApiError> {
+    let record = match s.store.pause().map_err(ApiError::store)? {
+        Some(existing) => existing,
+        None => {
+            let record = PauseRecord {
+                since: clock::now_ms(),
+                reason: req.reason,
+            };
+            s.writer
+                .set_pause(None, Some(record.clone()))
+                .await
+                .map_err(ApiError::store)?;
+            tracing::warn!(reason = ?record.reason, "delivery paused by an operator");
+            record
+        }
+    };
+    let _ = s.control_tx.send(Control::Pause(true));
+    Ok(axum::Json(json::pause(None, Some(&record))).into_response())
+}
+
+pub async fn resume(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    s.writer
+        .set_pause(None, None)
+        .await
+        .map_err(ApiError::store)?;
+    let _ = s.control_tx.send(Control::Pause(false));
+    tracing::info!("delivery resumed by an operator");
+    Ok(axum::Json(json::pause(None, None)).into_response())
+}
+
+pub async fn host_pause(
+    State(s): State<AdminState>,
+    Path(host): Path<String>,
+    JsonBody(req): JsonBody<PauseRequest>,
+) -> Result<Response, ApiError> {
+    let host = params::host(&host)?;
+    let existing = s
+        .store
+        .host_pauses()
+        .map_err(ApiError::store)?
+        .into_iter()
+        .find(|(h, _)| *h == host)
+        .map(|(_, p)| p);
+    let record = match existing {
+        Some(p) => p,
+        None => {
+            let record = PauseRecord {
+                since: clock::now_ms(),
+                reason: req.reason,
+            };
+            s.writer
+                .set_pause(Some(host.clone()), Some(record.clone()))
+                .await
+                .map_err(ApiError::store)?;
+            tracing::warn!(%host, reason = ?record.reason, "host paused by an operator");
+            record
+        }
+    };
+    let _ = s.control_tx.send(Control::HostPause {
+        host: host.clone(),
+        paused: true,
+    });
+    Ok(axum::Json(json::pause(Some(host), Some(&record))).into_response())
+}
+
+pub async fn host_resume(
+    State(s): State<AdminState>,
+    Path(host): Path<String>,
+) -> Result<Response, ApiError> {
+    let host = params::host(&host)?;
+    s.writer
+        .set_pause(Some(host.clone()), None)
+        .await
+        .map_err(ApiError::store)?;
+    let _ = s.control_tx.send(Control::HostPause {
+        host: host.clone(),
+        paused: false,
+    });
+    tracing::info!(%host, "host resumed by an operator");
+    Ok(axum::Json(json::pause(Some(host), None)).into_response())
+}
+
+pub async fn hosts(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    s.control_tx
+        .send(Control::Hosts(tx))
+        .map_err(|_| unavailable())?;
+    let loads = rx.await.map_err(|_| unavailable())?;
+    let pauses: BTreeMap<String, PauseRecord> = s
+        .store
+        .host_pauses()
+        .map_err(ApiError::store)?
+        .into_iter()
+        .collect();
+    let data: Vec<_> = loads
+        .iter()
+        .map(|l| json::host(l, pauses.get(&l.host)))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "data": data })).into_response())
+}
+
+pub async fn stats(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let counts = s.store.counts().map_err(ApiError::store)?;
+    let in_flight = s.in_flight.len() as u64;
+    let mut by_state = BTreeMap::new();
+    for status in Status::ALL {
+        let n = match status {
+            Status::Pending => counts.get(Status::Pending).saturating_sub(in_flight),
+            Status::InProgress => in_flight,
+            s => counts.get(s),
+        };
+        by_state.insert(status.as_str(), n);
+    }
+    let body = StatsJson {
+        counts: by_state,
+        oldest_pending_age_seconds: json::oldest_pending_age_secs(&s.store)
+            .map_err(ApiError::store)?,
+        paused: s.store.pause().map_err(ApiError::store)?.is_some(),
+        paused_hosts: s.store.host_pauses().map_err(ApiError::store)?.len(),
+    };
+    Ok(axum::Json(body).into_response())
+}

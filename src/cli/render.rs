@@ -1,0 +1,287 @@
+//! Human output of the CLI: aligned tables and short summaries built from the API's JSON.
+//!
+//! Pure functions from JSON values to text, so the shape of the output is tested without a
+//! server. `--json` bypasses this file entirely.
+
+use serde_json::Value;
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// A JSON scalar as a cell: strings bare, null as `-`.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn deliveries(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                cell(&d["id"]),
+                cell(&d["status"]),
+                cell(&d["attempt_count"]),
+                cell(&d["last_classification"]),
+                cell(&d["created_at"]),
+                cell(&d["target"]),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["ID", "STATUS", "ATTEMPTS", "LAST", "CREATED", "TARGET"],
+        &rows,
+    );
+    if let Some(c) = page["next_cursor"].as_str() {
+        out.push_str(&format!("more: --cursor {c}\n"));
+    }
+    out
+}
+
+pub fn delivery(d: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "id",
+        "status",
+        "method",
+        "target",
+        "endpoint",
+        "event_id",
+        "idempotency_key",
+        "created_at",
+        "next_attempt_at",
+        "finished_at",
+        "attempt_count",
+        "last_classification",
+        "last_status_code",
+        "replay_of",
+        "batch_id",
+    ] {
+        out.push_str(&format!("{key:<20} {}\n", cell(&d[key])));
+    }
+    let attempts: Vec<Vec<String>> = d["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                cell(&a["number"]),
+                cell(&a["started_at"]),
+                format!("{}ms", cell(&a["duration_ms"])),
+                cell(&a["status_code"]),
+                cell(&a["classification"]),
+                cell(&a["error"]),
+            ]
+        })
+        .collect();
+    if !attempts.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["#", "STARTED", "TOOK", "HTTP", "CLASSIFICATION", "ERROR"],
+            &attempts,
+        ));
+    }
+    out
+}
+
+pub fn batch(b: &Value) -> String {
+    let created = b["created"].as_array().map_or(0, Vec::len);
+    let skipped = b["skipped"].as_array().map_or(0, Vec::len);
+    let mut out = format!(
+        "batch {} ({}) at {}: requested {}, {} {}, skipped {}\n",
+        cell(&b["id"]),
+        cell(&b["status"]),
+        cell(&b["created_at"]),
+        cell(&b["requested"]),
+        if b["dry_run"] == true {
+            "would create"
+        } else {
+            "created"
+        },
+        created,
+        skipped
+    );
+    if let Some(r) = b["reason"].as_str() {
+        out.push_str(&format!("reason: {r}\n"));
+    }
+    let mut rows: Vec<Vec<String>> = b["created"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| vec![cell(&c["source"]), cell(&c["delivery"]), String::new()])
+        .collect();
+    rows.extend(
+        b["skipped"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| vec![cell(&s["id"]), "-".into(), cell(&s["reason"])]),
+    );
+    if !rows.is_empty() {
+        out.push_str(&table(&["SOURCE", "NEW DELIVERY", "SKIPPED"], &rows));
+    }
+    out
+}
+
+pub fn batches(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            vec![
+                cell(&b["id"]),
+                cell(&b["status"]),
+                cell(&b["created_at"]),
+                cell(&b["requested"]),
+                b["created"].as_array().map_or(0, Vec::len).to_string(),
+                b["skipped"].as_array().map_or(0, Vec::len).to_string(),
+                cell(&b["reason"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "CREATED_AT",
+            "REQUESTED",
+            "CREATED",
+            "SKIPPED",
+            "REASON",
+        ],
+        &rows,
+    )
+}
+
+pub fn pause(p: &Value) -> String {
+    let what = p["host"]
+        .as_str()
+        .map_or("delivery".to_string(), |h| format!("host {h}"));
+    if p["paused"] == true {
+        format!(
+            "{what} paused since {} ({})\n",
+            cell(&p["since"]),
+            p["reason"].as_str().unwrap_or("no reason given")
+        )
+    } else {
+        format!("{what} running\n")
+    }
+}
+
+pub fn status(stats: &Value, hosts: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(if stats["paused"] == true {
+        "delivery: PAUSED\n"
+    } else {
+        "delivery: running\n"
+    });
+    let counts = &stats["counts"];
+    let rows = vec![
+        ["pending", "in_progress", "delivered", "failed", "cancelled"]
+            .iter()
+            .map(|k| cell(&counts[k]))
+            .collect::<Vec<_>>(),
+    ];
+    out.push_str(&table(
+        &["PENDING", "IN_PROGRESS", "DELIVERED", "FAILED", "CANCELLED"],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "oldest pending: {}\n",
+        stats["oldest_pending_age_seconds"]
+            .as_u64()
+            .map_or("-".to_string(), |s| format!("{s}s ago"))
+    ));
+    let hosts: Vec<Vec<String>> = hosts["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            vec![
+                cell(&h["host"]),
+                cell(&h["pending"]),
+                cell(&h["in_progress"]),
+                if h["paused"] == true {
+                    "paused"
+                } else {
+                    "running"
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    if !hosts.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["HOST", "PENDING", "IN_PROGRESS", "STATE"], &hosts));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["xxx".into(), "1".into()],
+                vec!["y".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxxx  1\ny    22\n");
+    }
+
+    #[test]
+    fn summaries_show_the_essentials() {
+        let b = json!({"id": "bat_1", "status": "dry_run", "dry_run": true, "created_at": "t",
+            "requested": 2, "reason": "oops", "created": [{"source": "dlv_a", "delivery": null}],
+            "skipped": [{"id": "dlv_b", "reason": "not_found"}]});
+        let text = batch(&b);
+        assert!(text.contains("would create 1, skipped 1"), "{text}");
+        assert!(
+            text.contains("dlv_b") && text.contains("not_found"),
+            "{text}"
+        );
+        let p = pause(&json!({"paused": true, "since": "t", "reason": null, "host": "h:1"}));
+        assert_eq!(p, "host h:1 paused since t (no reason given)\n");
+        let page = json!({"data": [{"id": "dlv_a", "status": "failed"}], "next_cursor": "C"});
+        let text = deliveries(&page);
+        assert!(
+            text.contains("dlv_a  failed") && text.ends_with("more: --cursor C\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Delivery listings over the store's indexes, for the admin API and replay selection.
+//!
+//! A listing walks one index newest first: `by_status` when a status is given, otherwise the
+//! `deliveries` table itself (ids are time-ordered, so `since`/`until` become an id range). The
+//! other filters are checked row by row, and a page stops after `max_scan` examined rows with a
+//! cursor to continue, so no request scans without bound. It never writes.
+
+use redb::ReadableDatabase;
+
+use super::{BY_STATUS, DELIVERIES, Store, StoreError, decode};
+use crate::model::{Classification, DeliveryRecord, Id, Status};
+
+/// What a listing keeps. Times are milliseconds since the epoch: `since` inclusive, `until`
+/// exclusive, both compared with the delivery's creation time (its id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryFilter {
+    /// A stored state (`in_progress` is never stored; the admin maps it to pending + in flight).
+    pub status: Option<Status>,
+    /// The target URL starts with this (an exact URL is its own prefix).
+    pub target_prefix: Option<String>,
+    pub endpoint: Option<String>,
+    /// The classification of the last attempt.
+    pub classification: Option<Classification>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+}
+
+impl DeliveryFilter {
+    /// Whether a record passes the filters that no index answers.
+    pub fn matches(&self, r: &DeliveryRecord) -> bool {
+        self.status.is_none_or(|s| r.status == s)
+            && self
+                .target_prefix
+                .as_deref()
+                .is_none_or(|p| r.target.starts_with(p))
+            && self
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| r.endpoint.as_deref() == Some(e))
+            && self
+                .classification
+                .is_none_or(|c| r.last_classification == Some(c))
+    }
+
+    /// The inclusive id range the time bounds and the cursor allow; `None` when it is empty.
+    fn id_range(&self, before: Option<Id>) -> Option<(u128, u128)> {
+        let lo = self.since.map_or(0, |ms| Id::from_parts(ms, 0).0);
+        let mut hi = u128::MAX;
+        if let Some(until) = self.until {
+            hi = hi.min(Id::from_parts(until, 0).0.checked_sub(1)?);
+        }
+        if let Some(b) = before {
+            hi = hi.min(b.0.checked_sub(1)?);
+        }
+        (lo <= hi).then_some((lo, hi))
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub rows: Vec<(Id, DeliveryRecord)>,
+    /// Where the next page starts (exclusive), when more rows may follow.
+    pub next_cursor: Option<Id>,
+}
+
+impl Store {
+    /// Deliveries matching `filter` and `keep`, newest first, strictly older than `before`.
+    /// Stops at `limit` rows or after examining `max_scan` rows, whichever comes first; in both
+    /// cases `next_cursor` says where to continue.
+    pub fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before: Option<Id>,
+        limit: usize,
+        max_scan: usize,
+        keep: impl Fn(Id) -> bool,
+    ) -> Result<Page, StoreError> {
+        let mut page = Page::default();
+        let Some((lo, hi)) = filter.id_range(before) else {
+            return Ok(page);
+        };
+        let txn = self.db.begin_read()?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let mut examined = 0usize;
+        // Returns false when the page is complete.
+        let mut consider = |id: u128, record: DeliveryRecord, page: &mut Page| -> bool {
+            examined += 1;
+            if filter.matches(&record) && keep(Id(id)) {
+                page.rows.push((Id(id), record));
+            }
+            if page.rows.len() >= limit || examined >= max_scan {
+                page.next_cursor = Some(Id(id));
+                return false;
+            }
+            true
+        };
+        let mut more = false;
+        if let Some(status) = filter.status {
+            let index = txn.open_table(BY_STATUS)?;
+            let code = status.code();
+            let mut rows = index.range((code, lo)..=(code, hi))?.rev();
+            for row in rows.by_ref() {
+                let id = row?.0.value().1;
+                let Some(bytes) = deliveries.get(id)? else {
+                    continue;
+                };
+                let record = decode("deliveries", bytes.value())?;
+                if !consider(id, record, &mut page) {
+                    more = rows.next().is_some();
+                    break;
+                }
+            }
+        } else {
+            let mut rows = deliveries.range(lo..=hi)?.rev();
+            for row in rows.by_ref() {
+                let (k, v) = row?;
+                let record = decode("deliveries", v.value())?;
+                if !consider(k.value(), record, &mut page) {
+                    more = rows.next().is_some();
+                    break;
+                }
+            }
+        }
+        if !more {
+            page.next_cursor = None;
+        }
+        Ok(page)
+    }
+
+    /// The ids a replay-by-filter selects: every match in a replayable state (the given status,
+    /// or `failed` and `cancelled` when none is given), at most `max` (`None` means over `max`).
+    pub fn select_for_replay(
+        &self,
+        filter: &DeliveryFilter,
+        max: usize,
+    ) -> Result<Option<Vec<Id>>, StoreError> {
+        let statuses = match filter.status {
+            Some(s) => vec![s],
+            None => vec![Status::Failed, Status::Cancelled],
+        };
+        let mut ids = Vec::new();
+        for status in statuses {
+            let f = DeliveryFilter {
+                status: Some(status),
+                ..filter.clone()
+            };
+            let page = self.list_deliveries(&f, None, max + 1, usize::MAX, |_| true)?;
+            ids.extend(page.rows.into_iter().map(|(id, _)| id));
+            if ids.len() > max {
+                return Ok(None);
+            }
+        }
+        // Oldest first, so the new deliveries keep the order of their sources.
+        ids.sort();
+        Ok(Some(ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &str, status: Status) -> DeliveryRecord {
+        DeliveryRecord {
+            status,
+            method: "POST".into(),
+            target: target.into(),
+            endpoint: Some("orders".into()),
+            event_id: None,
+            idempotency_key: None,
+            created_at: 0,
+            updated_at: 0,
+            next_attempt_at: None,
+            attempt_count: 1,
+            last_classification: Some(Classification::Http4xxPermanent),
+            last_status_code: Some(400),
+            finished_at: None,
+            body_len: 0,
+            replay_of: None,
+            batch_id: None,
+        }
+    }
+
+    #[test]
+    fn filters_match_by_field() {
+        let r = record("http://a.example/x/1", Status::Failed);
+        let cases: &[(DeliveryFilter, bool)] = &[
+            (DeliveryFilter::default(), true),
+            (
+                DeliveryFilter {
+                    status: Some(Status::Failed),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                DeliveryFilter {
+                    status: Some(Status::Pending),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                DeliveryFilter {
+                    target_prefix: Some("http://a.example/x".into()),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                DeliveryFilter {
+                    target_prefix: Some("http://b.example".into()),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                DeliveryFilter {
+                    endpoint: Some("billing".into()),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                DeliveryFilter {
+                    classification: Some(Classification::Http4xxPermanent),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                DeliveryFilter {
+                    classification: Some(Classification::Timeout),
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(f.matches(&r), *want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn time_bounds_and_cursor_become_an_id_range() {
+        let f = DeliveryFilter {
+            since: Some(10),
+            until: Some(20),
+            ..Default::default()
+        };
+        let (lo, hi) = f.id_range(None).unwrap();
+        assert_eq!(lo, Id::from_parts(10, 0).0);
+        assert_eq!(hi, Id::from_parts(20, 0).0 - 1);
+        let (_, hi) = f.id_range(Some(Id::from_parts(15, 7))).unwrap();
+        assert_eq!(hi, Id::from_parts(15, 7).0 - 1);
+        assert_eq!(f.id_range(Some(Id::from_parts(5, 0))), None);
+        assert_eq!(DeliveryFilter::default().id_range(Some(Id(0))), None);
+    }
+
+    #[tokio::test]
+    async fn a_page_stops_after_max_scan_rows_with_a_cursor_and_counts_follow_the_writer() {
+        use crate::metrics::Metrics;
+        use crate::model::Payload;
+        use crate::store::encode;
+        use crate::store::writer::{self, IngestWrite, NewDelivery};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (enqueued_tx, _enqueued_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, _join) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
+        let deliveries = (0..25)
+            .map(|i| NewDelivery {
+                record: encode(&record(&format!("http://h.example/{i}"), Status::Pending)),
+                payload: encode(&Payload {
+                    headers: vec![],
+                    body: vec![],
+                }),
+                next_at: 0,
+                host: "h.example:80".into(),
+            })
+            .collect();
+        handle
+            .ingest(IngestWrite {
+                idem: None,
+                event_id: None,
+                deliveries,
+                received: std::time::Instant::now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 25);
+
+        // A filter that matches nothing still answers after examining 10 rows at most.
+        let none = DeliveryFilter {
+            target_prefix: Some("http://other".into()),
+            ..Default::default()
+        };
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list_deliveries(&none, cursor, 5, 10, |_| true)
+                .unwrap();
+            assert!(page.rows.is_empty());
+            pages += 1;
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+
+        // The last page of an exact fit has no cursor.
+        let all = store
+            .list_deliveries(&DeliveryFilter::default(), None, 25, 1000, |_| true)
+            .unwrap();
+        assert_eq!((all.rows.len(), all.next_cursor), (25, None));
+        let first = all.rows[24].0;
+        let cancelled = handle.cancel(first).await.unwrap();
+        assert!(matches!(
+            cancelled,
+            crate::store::writer::CancelResult::Cancelled { .. }
+        ));
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.get(Status::Pending), counts.get(Status::Cancelled)),
+            (24, 1)
+        );
+        assert_eq!(
+            store
+                .select_for_replay(&DeliveryFilter::default(), 10)
+                .unwrap(),
+            Some(vec![first])
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The writer's operator changes: cancel, replay batches, pauses, and the per-state counters
+//! every state change keeps in step.
+//!
+//! These run inside the writer's transaction like every other op. Each one decides everything
+//! before it writes anything, so a refused op leaves no partial change behind. They never read
+//! the clock except through `clock` and never talk to the scheduler: the writer announces new
+//! pending work after the commit, and the admin tells the scheduler about removals.
+
+use std::collections::HashSet;
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::Enqueued;
+use crate::clock;
+use crate::model::{
+    BatchRecord, DeliveryRecord, Id, IdGen, PauseRecord, ReplayFilter, SkipReason, Status,
+};
+use crate::store::{
+    BATCHES, BY_STATUS, Counts, DELIVERIES, DUE, FINISHED, HOST_PAUSES, META, META_COUNTS,
+    META_PAUSE, PAYLOADS, StoreError, decode, encode,
+};
+
+/// How one transaction changes the per-state counts; written once, just before the commit.
+#[derive(Debug, Default)]
+pub struct CountDelta([i64; 5]);
+
+impl CountDelta {
+    pub fn add(&mut self, status: Status, n: i64) {
+        self.0[status.code() as usize] += n;
+    }
+
+    pub fn moved(&mut self, from: Status, to: Status) {
+        self.add(from, -1);
+        self.add(to, 1);
+    }
+
+    /// Adds the delta to the stored counts (no-op when nothing changed).
+    pub fn write(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if self.0.iter().all(|d| *d == 0) {
+            return Ok(());
+        }
+        let mut meta = txn.open_table(META)?;
+        let current = meta
+            .get(META_COUNTS)?
+            .map(|v| decode::<Counts>("meta", v.value()))
+            .transpose()?
+            .unwrap_or_default();
+        let mut next = current;
+        for (n, d) in next.0.iter_mut().zip(self.0) {
+            *n = n.saturating_add_signed(d);
+        }
+        meta.insert(META_COUNTS, encode(&next).as_slice())?;
+        Ok(())
+    }
+}
+
+/// The outcome of a cancel request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelResult {
+    /// Was pending, now cancelled; the scheduler must drop its queue entry.
+    Cancelled {
+        host: String,
+        next_at: u64,
+    },
+    NotFound,
+    /// Not pending: only a pending delivery can be cancelled.
+    NotPending(Status),
+}
+
+pub fn cancel(
+    txn: &WriteTransaction,
+    id: Id,
+    delta: &mut CountDelta,
+) -> Result<CancelResult, StoreError> {
+    let mut deliveries = txn.open_table(DELIVERIES)?;
+    let existing = deliveries
+        .get(id.0)?
+        .map(|v| decode::<DeliveryRecord>("deliveries", v.value()))
+        .transpose()?;
+    let Some(mut record) = existing else {
+        return Ok(CancelResult::NotFound);
+    };
+    if record.status != Status::Pending {
+        return Ok(CancelResult::NotPending(record.status));
+    }
+    let now = clock::now_ms();
+    let next_at = record.next_attempt_at.unwrap_or(0);
+    let host = record.host();
+    if let Some(at) = record.next_attempt_at {
+        txn.open_table(DUE)?.remove((at, id.0))?;
+    }
+    let mut by_status = txn.open_table(BY_STATUS)?;
+    by_status.remove((Status::Pending.code(), id.0))?;
+    by_status.insert((Status::Cancelled.code(), id.0), ())?;
+    txn.open_table(FINISHED)?.insert((now, id.0), ())?;
+    delta.moved(Status::Pending, Status::Cancelled);
+    record.status = Status::Cancelled;
+    record.next_attempt_at = None;
+    record.finished_at = Some(now);
+    record.updated_at = now;
+    deliveries.insert(id.0, encode(&record).as_slice())?;
+    Ok(CancelResult::Cancelled { host, next_at })
+}
+
+/// A replay batch as the admin resolved it.
+#[derive(Debug, Clone)]
+pub struct ReplayWrite {
+    /// The ids as requested: the text as given, with the id when the text is a delivery id.
+    /// A repeated id is replayed once.
+    pub requested: Vec<(String, Option<Id>)>,
+    /// Set when the batch was asked for by filter (the ids are then what it matched).
+    pub filter: Option<ReplayFilter>,
+    pub dry_run: bool,
+    pub reason: Option<String>,
+}
+
+/// Writes the batch record and, unless it is a dry run, one new pending delivery per
+/// replayable source (fresh attempts, same request, `replay_of` and `batch_id` set).
+pub fn replay(
+    txn: &WriteTransaction,
+    ids: &mut IdGen,
+    w: ReplayWrite,
+    enqueued: &mut Vec<Enqueued>,
+    delta: &mut CountDelta,
+) -> Result<(Id, BatchRecord), StoreError> {
+    let now = clock::now_ms();
+    let batch_id = ids.next(now);
+    let mut deliveries = txn.open_table(DELIVERIES)?;
+    let mut seen = HashSet::new();
+    let mut sources = Vec::new();
+    let mut skipped = Vec::new();
+    for (text, id) in &w.requested {
+        let Some(id) = *id else {
+            skipped.push((text.clone(), SkipReason::NotFound));
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let found = deliveries
+            .get(id.0)?
+            .map(|v| decode::<DeliveryRecord>("deliveries", v.value()))
+            .transpose()?;
+        match found {
+            None => skipped.push((text.clone(), SkipReason::NotFound)),
+            Some(r) if !r.status.is_replayable() => {
+                skipped.push((text.clone(), SkipReason::NotReplayable))
+            }
+            Some(r) => sources.push((id, r)),
+        }
+    }
+    let mut created = Vec::with_capacity(sources.len());
+    if w.dry_run {
+        created.extend(sources.iter().map(|(id, _)| (*id, None)));
+    } else {
+        let mut payloads = txn.open_table(PAYLOADS)?;
+        let mut due = txn.open_table(DUE)?;
+        let mut by_status = txn.open_table(BY_STATUS)?;
+        for (source, r) in sources {
+            let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
+                return Err(StoreError::Corrupt {
+                    table: "payloads",
+                    reason: format!("no payload for delivery {}", source.0),
+                });
+            };
+            let id = ids.next(now);
+            let host = r.host();
+            let record = DeliveryRecord {
+                status: Status::Pending,
+                created_at: now,
+                updated_at: now,
+                next_attempt_at: Some(now),
+                attempt_count: 0,
+                last_classification: None,
+                last_status_code: None,
+                finished_at: None,
+                replay_of: Some(source),
+                batch_id: Some(batch_id),
+                ..r
+            };
+            deliveries.insert(id.0, encode(&record).as_slice())?;
+            payloads.insert(id.0, payload.as_slice())?;
+            due.insert((now, id.0), host.as_str())?;
+            by_status.insert((Status::Pending.code(), id.0), ())?;
+            delta.add(Status::Pending, 1);
+            enqueued.push(Enqueued {
+                next_at: now,
+                id,
+                host,
+            });
+            created.push((source, Some(id)));
+        }
+    }
+    let batch = BatchRecord {
+        dry_run: w.dry_run,
+        reason: w.reason,
+        created_at: now,
+        filter: w.filter,
+        requested: w.requested.len() as u32,
+        created,
+        skipped,
+    };
+    txn.open_table(BATCHES)?
+        .insert(batch_id.0, encode(&batch).as_slice())?;
+    Ok((batch_id, batch))
+}
+
+/// Sets (`Some`) or clears (`None`) the global pause, or one host's when `host` is given.
+pub fn set_pause(
+    txn: &WriteTransaction,
+    host: Option<&str>,
+    pause: Option<&PauseRecord>,
+) -> Result<(), StoreError> {
+    match (host, pause) {
+        (None, Some(p)) => {
+            txn.open_table(META)?
+                .insert(META_PAUSE, encode(p).as_slice())?;
+        }
+        (None, None) => {
+            txn.open_table(META)?.remove(META_PAUSE)?;
+        }
+        (Some(h), Some(p)) => {
+            txn.open_table(HOST_PAUSES)?
+                .insert(h, encode(p).as_slice())?;
+        }
+        (Some(h), None) => {
+            txn.open_table(HOST_PAUSES)?.remove(h)?;
+        }
+    }
+    Ok(())
+}
