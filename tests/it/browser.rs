@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::harness::{free_port, wait_for};
+
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -203,6 +207,37 @@ impl Browser {
         }
         self.click("dialog[open] #confirm-yes").await;
         self.wait_gone("dialog[open]").await;
+    }
+
+    /// Types `text` as key presses into whatever has focus (WebDriver codes like `\u{E004}`
+    /// for Tab and `\u{E007}` for Enter included), as a keyboard user would.
+    pub async fn keys(&self, text: &str) {
+        let mut keys = KeyActions::new("keyboard".into());
+        for c in text.chars() {
+            keys = keys
+                .then(KeyAction::Down { value: c })
+                .then(KeyAction::Up { value: c });
+        }
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
+    /// Presses Tab until the element matching `css` has focus (at most 80 times).
+    pub async fn tab_to(&self, css: &str) {
+        for _ in 0..80 {
+            let focused = self
+                .client
+                .execute(
+                    "return document.activeElement.matches(arguments[0]);",
+                    vec![json!(css)],
+                )
+                .await
+                .unwrap();
+            if focused == json!(true) {
+                return;
+            }
+            self.keys(TAB).await;
+        }
+        panic!("Tab never reached `{css}`");
     }
 
     pub async fn js(&self, script: &str) -> Value {

@@ -9,17 +9,18 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::browser::Browser;
+use crate::browser::{Browser, ENTER};
 use crate::harness::{FAST_RETRY, Receiver, Reply, Sidecar, wait_for};
 
 const TOKEN: &str = "ui-test-token-0123456789";
 
-/// The receiver: `/ok...` succeeds, `/gone` is a permanent 410, `/flaky` is always 503.
+/// The receiver: `/ok...` succeeds, `/gone` is a permanent 410, `/flaky` and `/later` are
+/// always 503.
 async fn receiver() -> Receiver {
     Receiver::start(Arc::new(|r, _| {
         if r.target.starts_with("/gone") {
             Reply::Full(410, vec![], "gone for good".into())
-        } else if r.target.starts_with("/flaky") {
+        } else if r.target.starts_with("/flaky") || r.target.starts_with("/later") {
             Reply::Full(503, vec![], "{\"error\":\"upstream busy\"}".into())
         } else {
             Reply::Full(200, vec![], "{\"received\":true}".into())
@@ -87,7 +88,14 @@ async fn unlabelled(b: &Browser) -> Value {
 async fn dashboard_end_to_end() {
     let a = receiver().await;
     let b_recv = Receiver::ok().await;
-    let mut s = Sidecar::start(&format!("{FAST_RETRY}[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    // The `later` endpoint retries after ten minutes, so a delivery to it waits with a countdown.
+    let mut s = Sidecar::start(&format!(
+        "{FAST_RETRY}[admin]\ntoken = \"{TOKEN}\"\n\
+         [endpoints.later]\nurl = \"{}\"\n\
+         [endpoints.later.retry]\ninitial_delay = \"10m\"\nmax_delay = \"1h\"\n",
+        a.url("/later")
+    ))
+    .await;
     let b = Browser::start().await;
     let ui = s.admin_url("/ui/");
 
@@ -119,7 +127,11 @@ async fn dashboard_end_to_end() {
         &s,
         &a.url("/flaky"),
         "{\"order\":42,\"items\":[{\"sku\":\"A-1\",\"qty\":2}],\"note\":\"pretty me\"}",
-        &[("x-webhook-secret", "shh-42"), ("x-request-id", "req-9")],
+        &[
+            ("x-webhook-secret", "shh-42"),
+            ("x-request-id", "req-9"),
+            ("idempotency-key", "order-42-v1"),
+        ],
     )
     .await;
     for id in &ok {
@@ -154,7 +166,7 @@ async fn dashboard_end_to_end() {
     deliveries(&b, &gone, &flaky).await;
     detail(&b, &s, &ok[0], &flaky).await;
     replays(&b, &s, &a, &gone).await;
-    cancel(&b, &s, &b_recv).await;
+    cancel(&b, &s, &a).await;
     phone(&b, &flaky).await;
 
     // Nothing was loaded from anywhere but the sidecar.
@@ -203,13 +215,19 @@ async fn overview(b: &Browser, s: &Sidecar) {
     b.wait_text("#pause-state", "Delivery is running").await;
     b.wait_text("#pause-pill", "Delivering").await;
     assert_eq!(unlabelled(b).await, json!([]));
+    b.resize(1280, 1000).await;
     let shot = b.shot("overview").await;
+    b.resize(1280, 900).await;
     docs_copy(&shot, "dashboard-overview.png");
 }
 
 async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver) {
-    b.click("#pause").await;
-    b.confirm(Some("deploying the receiver")).await;
+    // Keyboard only: Tab to the pause button, Enter, type the reason, Enter.
+    b.tab_to("#pause").await;
+    b.keys(ENTER).await;
+    b.text("dialog[open] #confirm-title").await;
+    b.keys(&format!("deploying the receiver{ENTER}")).await;
+    b.wait_gone("dialog[open]").await;
     b.wait_text("#pause-state", "Delivery is paused").await;
     b.wait_text("#pause-reason", "deploying the receiver").await;
     b.wait_text("#pause-pill", "Delivery paused").await;
@@ -296,7 +314,10 @@ async fn detail(b: &Browser, s: &Sidecar, ok: &str, flaky: &str) {
         body.contains("\"items\": [\n    {\n      \"sku\": \"A-1\""),
         "not pretty: {body}"
     );
+    assert_eq!(b.text("#idempotency-key").await, "order-42-v1");
     assert_eq!(b.count("#timeline li").await, 5);
+    b.wait_text("#timeline li:last-child details[open]", "upstream busy")
+        .await;
     let first = b.text("#timeline li:first-child").await;
     assert!(
         first.contains("HTTP 503") && first.contains("HTTP_5XX_RETRYABLE"),
@@ -313,7 +334,10 @@ async fn detail(b: &Browser, s: &Sidecar, ok: &str, flaky: &str) {
         "a failed delivery cannot be cancelled"
     );
     assert_eq!(unlabelled(b).await, json!([]));
+    // Tall enough to show the whole page, timeline included.
+    b.resize(1280, 1500).await;
     let shot = b.shot("delivery-detail").await;
+    b.resize(1280, 900).await;
     docs_copy(&shot, "dashboard-delivery.png");
 
     // Replay this one: a new delivery that points back at it.
@@ -395,38 +419,56 @@ async fn replays(b: &Browser, s: &Sidecar, a: &Receiver, gone: &[String; 2]) {
     b.shot("batch").await;
 }
 
-async fn cancel(b: &Browser, s: &Sidecar, b_recv: &Receiver) {
-    let (status, _) = api(
-        s,
-        "POST",
-        "/v1/pause",
-        Some(json!({"reason": "cancel test"})),
-    )
+/// A delivery waiting for its next attempt: the countdown ticks, and cancel stops it.
+async fn cancel(b: &Browser, s: &Sidecar, a: &Receiver) {
+    let resp = s
+        .http
+        .post(s.ingest_url("/e/later/x"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the first attempt to `later`", || async {
+        let d = api_get(s, &format!("/v1/deliveries/{id}")).await;
+        (d["attempt_count"] == 1).then_some(())
+    })
     .await;
-    assert_eq!(status, 200);
-    let id = send(s, &b_recv.url("/cancel-me"), "{}", &[]).await;
     b.goto(&format!("{}#/deliveries/{id}", s.admin_url("/ui/")))
         .await;
-    b.wait_text("#countdown", "").await;
+    let first = b.wait_text("#countdown", "in 9 min").await;
+    wait_for("the countdown to tick", || async {
+        (b.text("#countdown").await != first).then_some(())
+    })
+    .await;
+    b.wait_text("main .facts", "later").await;
+    b.wait_text("#timeline", "HTTP 503").await;
+    assert_eq!(
+        b.count("#replay").await,
+        0,
+        "a pending delivery cannot be replayed"
+    );
+    b.shot("delivery-pending").await;
     b.click("#cancel").await;
     b.confirm(None).await;
     b.wait_text(".title-row", "cancelled").await;
     wait_status(s, &id, "cancelled").await;
+    assert_eq!(b.count("#countdown").await, 0);
     assert_eq!(
         b.count("#replay").await,
         1,
         "a cancelled delivery can be replayed"
     );
-    let (status, _) = api(s, "POST", "/v1/resume", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        b_recv
-            .received()
-            .iter()
-            .filter(|r| r.target == "/cancel-me")
-            .count(),
-        0
-    );
+    let later = a
+        .received()
+        .iter()
+        .filter(|r| r.target.starts_with("/later"))
+        .count();
+    assert_eq!(later, 1, "cancelled after one attempt");
 }
 
 /// Phone width: nothing wider than the screen, on the overview and a detail.

@@ -121,16 +121,17 @@ function timeline(d) {
   return h("section", { class: "card", "aria-labelledby": "attempts-title" },
     h("h2", { id: "attempts-title" }, `Attempts (${attempts.length})`),
     attempts.length
-      ? h("ol", { class: "timeline", id: "timeline" }, attempts.map((a) => h("li", { class: a.classification === "SUCCESS" ? "ok" : "bad" },
+      ? h("ol", { class: "timeline", id: "timeline" }, attempts.map((a, i) => h("li", { class: a.classification === "SUCCESS" ? "ok" : "bad" },
         h("div", { class: "head" },
           h("strong", {}, `#${a.number}`), " ",
           h("time", { datetime: a.started_at }, localTime(a.started_at)), " · ",
           ms(a.duration_ms), " · ",
           a.status_code ? `HTTP ${a.status_code}` : "no response", " ",
           classBadge(a.classification)),
-        a.error ? h("p", { class: "err" }, a.error) : null,
+        // "HTTP 503" says nothing the head does not; transport errors do.
+        a.error && a.error !== `HTTP ${a.status_code}` ? h("p", { class: "err" }, a.error) : null,
         a.response_snippet
-          ? h("details", {}, h("summary", {}, "Response body"), h("pre", { class: "body" }, a.response_snippet))
+          ? h("details", { open: i === attempts.length - 1 }, h("summary", {}, "Response body"), h("pre", { class: "body" }, a.response_snippet))
           : null)))
       : h("p", { class: "empty" }, d.status === "pending" ? "No attempt yet." : "No attempts were made."));
 }

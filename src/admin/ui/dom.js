@@ -119,6 +119,8 @@ export function confirmDialog({ title, text, confirm, danger, reason, extra }) {
   reasonInput.required = reason === "required";
   yes.textContent = confirm;
   yes.className = danger ? "danger" : "primary";
+  // Cancel is a plain button, so Enter in the reason field confirms rather than cancels.
+  document.getElementById("confirm-no").onclick = () => dialog.close("cancel");
   return new Promise((resolve) => {
     const done = () => {
       dialog.removeEventListener("close", done);

@@ -75,7 +75,8 @@ function draw(body, ctx, load, stats, series, pause, hosts) {
   fill(body,
     pauseCard(pause, ctx, load),
     total === 0
-      ? h("div", { class: "empty card" }, h("p", {}, "No deliveries yet. Send a webhook to the ingest listener, for example ",
+      ? h("div", { class: "empty card" }, h("p", {}, "No deliveries yet. Send a webhook to the ingest listener, for example (with the default ",
+        h("code", {}, "ingest.listen"), ") ",
         h("code", {}, "curl -X POST 127.0.0.1:7700/https://example.com/hook -d '{}'"), "."))
       : null,
     tiles,
