@@ -41,17 +41,22 @@ const FLAGS: &[&str] = &[
     "--window-size=1280,900",
 ];
 
+/// One browser at a time: two Chromiums beside the other tests would crowd a 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
     driver_port: u16,
     _profile: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     /// Where screenshots go: `target/ui-screenshots/`.
     pub shots: PathBuf,
 }
 
 impl Browser {
     pub async fn start() -> Browser {
+        let turn = ONE_AT_A_TIME.lock().await;
         let chromium = std::env::var("HOOKRELAY_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
         let chromedriver =
             std::env::var("HOOKRELAY_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
@@ -117,6 +122,7 @@ impl Browser {
             driver,
             driver_port: port,
             _profile: profile,
+            _turn: turn,
             shots,
         }
     }

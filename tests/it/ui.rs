@@ -215,10 +215,7 @@ async fn overview(b: &Browser, s: &Sidecar) {
     b.wait_text("#pause-state", "Delivery is running").await;
     b.wait_text("#pause-pill", "Delivering").await;
     assert_eq!(unlabelled(b).await, json!([]));
-    b.resize(1280, 1000).await;
-    let shot = b.shot("overview").await;
-    b.resize(1280, 900).await;
-    docs_copy(&shot, "dashboard-overview.png");
+    b.shot("overview").await;
 }
 
 async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver) {
@@ -241,7 +238,11 @@ async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver) {
     let host = format!("127.0.0.1:{}", b_recv.addr.port());
     b.wait_text("#top-hosts + div", &host).await;
     assert_eq!(b_recv.count(), 0);
-    b.shot("overview-paused").await;
+    // The README's overview: paused, with a reason and a host waiting.
+    b.resize(1280, 1000).await;
+    let shot = b.shot("overview-paused").await;
+    b.resize(1280, 900).await;
+    docs_copy(&shot, "dashboard-overview.png");
 
     b.click("nav a[data-page=hosts]").await;
     let row = format!("tr[data-host=\"{host}\"]");
