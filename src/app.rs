@@ -49,17 +49,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let per_host_limit = config.delivery.concurrency;
     let mut queue = Queue::new(per_host_limit);
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
-    let due = store.due_entries()?;
-    for entry in &due {
-        queue.push(&entry.host, entry.next_at, entry.id);
-    }
+    let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
     // Pauses are stored, so a kill switch thrown before a restart still holds after it.
     let paused = store.pause()?.is_some();
     for (host, _) in store.host_pauses()? {
         queue.set_host_paused(&host, true);
     }
-    tracing::info!(pending = due.len(), paused, path = %config.store.path.display(), "store opened");
-    drop(due);
+    tracing::info!(pending, paused, path = %config.store.path.display(), "store opened");
     metrics.paused.set(i64::from(paused));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
 
@@ -124,6 +120,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         grace: config.shutdown.grace_period,
         writer: writer.clone(),
         retention_ms: clock::duration_ms(config.store.retention),
+        // Nothing written from now on can expire sooner than this.
+        horizon: config.store.retention.min(config.idempotency.window),
     };
     let mut delivery_service = GenBackgroundService::new("delivery".into(), Arc::new(delivery));
     delivery_service.threads = Some(config.delivery.threads);
@@ -181,6 +179,7 @@ struct DeliveryService {
     grace: Duration,
     writer: WriterHandle,
     retention_ms: u64,
+    horizon: Duration,
 }
 
 #[async_trait]
@@ -192,6 +191,7 @@ impl BackgroundService for DeliveryService {
         let pruner = tokio::spawn(prune_loop(
             self.writer.clone(),
             self.retention_ms,
+            self.horizon,
             drain_rx.clone(),
         ));
         scheduler.run(drain_rx, self.grace).await;
@@ -201,8 +201,14 @@ impl BackgroundService for DeliveryService {
 }
 
 /// Removes expired idempotency keys and old finished deliveries, sleeping until the next one
-/// is due (bounded by `PRUNE_IDLE`), never on a fixed tick.
-async fn prune_loop(writer: WriterHandle, retention_ms: u64, mut drain: watch::Receiver<bool>) {
+/// is due, never on a fixed tick. When nothing is stored yet, the earliest anything written
+/// later can expire is `horizon` from now (bounded by `PRUNE_IDLE`).
+async fn prune_loop(
+    writer: WriterHandle,
+    retention_ms: u64,
+    horizon: Duration,
+    mut drain: watch::Receiver<bool>,
+) {
     loop {
         let now = clock::now_ms();
         let wait = match writer.prune(now, retention_ms).await {
@@ -213,6 +219,7 @@ async fn prune_loop(writer: WriterHandle, retention_ms: u64, mut drain: watch::R
                 r.next_due
                     .map(|at| Duration::from_millis(at.saturating_sub(now)))
                     .unwrap_or(PRUNE_IDLE)
+                    .min(horizon)
                     .min(PRUNE_IDLE)
             }
             Err(e) => {

@@ -51,6 +51,7 @@ pub enum Command {
         /// Pause only this destination, as `host:port`.
         #[arg(long)]
         host: Option<String>,
+        /// Why: shown by `status` and the API.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -58,6 +59,7 @@ pub enum Command {
     },
     /// Undo `pause` (all, or one host).
     Resume {
+        /// Resume only this destination, as `host:port`.
         #[arg(long)]
         host: Option<String>,
         #[command(flatten)]
@@ -96,6 +98,7 @@ pub struct FilterArgs {
     /// Target URL prefix.
     #[arg(long)]
     pub target: Option<String>,
+    /// Named endpoint.
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Classification of the last attempt, e.g. HTTP_5XX_RETRYABLE.
@@ -147,6 +150,7 @@ pub struct ReplayArgs {
     /// Record what would be replayed, create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Why: kept in the batch's audit record.
     #[arg(long)]
     pub reason: Option<String>,
     #[command(flatten)]

@@ -105,12 +105,13 @@ impl Ingest {
                     _ => None,
                 };
                 request::validate_target(target)?;
-                let (scope, identity) = match &route {
-                    Route::Endpoint { name, rest, .. } => (
-                        format!("endpoint\0{name}"),
-                        [rest.as_bytes(), &body].concat(),
-                    ),
-                    _ => (format!("url\0{target}"), body.clone()),
+                // What must match for a repeat to be the same request: the body, and for
+                // endpoints also the path after the endpoint name.
+                let (scope, rest) = match &route {
+                    Route::Endpoint { name, rest, .. } => {
+                        (format!("endpoint\0{name}"), rest.as_str())
+                    }
+                    _ => (format!("url\0{target}"), ""),
                 };
                 let record = DeliveryRecord {
                     status: Status::Pending,
@@ -133,7 +134,7 @@ impl Ingest {
                 IngestWrite {
                     idem: header_key
                         .as_deref()
-                        .map(|k| self.claim(&scope, k, &identity, now)),
+                        .map(|k| self.claim(&scope, k, &[rest.as_bytes(), &body], now)),
                     event_id: None,
                     deliveries: vec![NewDelivery {
                         host: host_key(target),
@@ -231,21 +232,29 @@ impl Ingest {
         Ok(IngestWrite {
             idem: key
                 .as_deref()
-                .map(|k| self.claim("events", k, &envelope::identity(&env), now)),
+                .map(|k| self.claim("events", k, &[&envelope::identity(&env)], now)),
             event_id: Some(event_id),
             deliveries,
             received,
         })
     }
 
-    fn claim(&self, scope: &str, key: &str, identity: &[u8], now: u64) -> IdemClaim {
+    fn claim(&self, scope: &str, key: &str, identity: &[&[u8]], now: u64) -> IdemClaim {
         let mut h = Sha256::new();
         h.update(scope.as_bytes());
         h.update([0]);
         h.update(key.as_bytes());
         IdemClaim {
             key: h.finalize().into(),
-            body_hash: Sha256::digest(identity).into(),
+            body_hash: identity
+                .iter()
+                // Length-prefixed, so ("/a", "bc") and ("/ab", "c") differ.
+                .fold(Sha256::new(), |h, part| {
+                    h.chain_update((part.len() as u64).to_le_bytes())
+                        .chain_update(part)
+                })
+                .finalize()
+                .into(),
             expires_at: now + self.idempotency_window_ms,
         }
     }

@@ -1,9 +1,10 @@
 //! Prometheus metrics: one Registry owned by the app (never the global one), typed handles that
 //! every stage clones, and the text rendering served at `/metrics`.
 //!
-//! Gauges that describe the store (queue depth, oldest pending) are set by the scheduler, which
-//! loads them from the store at start, so they are right after a restart. `series` keeps the
-//! per-minute attempt counts the dashboard charts.
+//! Gauges are right after a restart: queue depth and `paused` are set by the scheduler, whose
+//! queue and pause are loaded from the store before it runs; the oldest pending age is read
+//! from the store's index at each scrape. `series` keeps the per-minute attempt counts the
+//! dashboard charts.
 
 pub mod series;
 

@@ -79,18 +79,22 @@ impl Queue {
         self.refresh(&key);
     }
 
-    /// Drops a pending delivery (cancelled by an operator). Unknown entries are ignored: the
-    /// delivery may be in flight or already gone, and `deliver` skips what is not pending.
-    pub fn remove(&mut self, host: &str, next_at: u64, id: Id) {
+    /// Drops a pending delivery (an operator cancels it); true if it was queued. `next_at` is
+    /// where the store last had it; if a retry moved it since, the host's set is searched.
+    pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> bool {
         let key = self.host_key(host);
-        let removed = self
-            .hosts
-            .get_mut(&key)
-            .is_some_and(|hq| hq.pending.remove(&(next_at, id)));
+        let removed = self.hosts.get_mut(&key).is_some_and(|hq| {
+            if hq.pending.remove(&(next_at, id)) {
+                return true;
+            }
+            let moved = hq.pending.iter().find(|(_, i)| *i == id).copied();
+            moved.is_some_and(|entry| hq.pending.remove(&entry))
+        });
         if removed {
             self.pending -= 1;
             self.refresh(&key);
         }
+        removed
     }
 
     /// Every host with pending or in-flight work, and every paused host, sorted by name.
@@ -239,8 +243,16 @@ pub enum Control {
         host: String,
         paused: bool,
     },
-    /// A pending delivery was cancelled: forget its queue entry.
-    Remove {
+    /// Take a pending delivery out of the queue before it is cancelled in the store. Answers
+    /// false, and changes nothing, when an attempt is in flight (cancel is then refused).
+    Withdraw {
+        host: String,
+        next_at: u64,
+        id: Id,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Put back a withdrawn delivery whose cancel could not be stored.
+    Requeue {
         host: String,
         next_at: u64,
         id: Id,
@@ -351,7 +363,21 @@ impl Scheduler {
                 tracing::info!(%host, paused, "host pause changed");
                 self.queue.set_host_paused(&host, paused);
             }
-            Control::Remove { host, next_at, id } => self.queue.remove(&host, next_at, id),
+            Control::Withdraw {
+                host,
+                next_at,
+                id,
+                reply,
+            } => {
+                // The loop is the only place attempts start, so nothing can start this one
+                // between this check and the removal.
+                let withdrawn = !self.in_flight.contains(id);
+                if withdrawn {
+                    self.queue.remove(&host, next_at, id);
+                }
+                let _ = reply.send(withdrawn);
+            }
+            Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
             Control::Hosts(reply) => drop(reply.send(self.queue.hosts())),
         }
     }
@@ -443,9 +469,9 @@ mod tests {
         q.set_host_paused("idle:80", true);
         q.push("h:80", 7, Id(1));
         q.push("h:80", 9, Id(2));
-        q.remove("h:80", 7, Id(1));
-        q.remove("h:80", 7, Id(1));
-        q.remove("nope:80", 1, Id(3));
+        assert!(q.remove("h:80", 7, Id(1)));
+        assert!(!q.remove("h:80", 7, Id(1)));
+        assert!(!q.remove("nope:80", 1, Id(3)));
         assert_eq!(q.pending(), 1);
         let hosts = q.hosts();
         assert_eq!(hosts.len(), 2);
@@ -460,7 +486,8 @@ mod tests {
             }
         );
         assert!(hosts[1].paused && hosts[1].pending == 0);
-        q.remove("h:80", 9, Id(2));
+        // A stale time still finds the entry.
+        assert!(q.remove("h:80", 1, Id(2)));
         assert_eq!(q.hosts().len(), 1);
         assert_eq!(q.next_wake(), None);
     }

@@ -24,7 +24,7 @@ pub mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::model::{Attempt, BatchRecord, DeliveryRecord, Id, PauseRecord, Payload, Status};
@@ -106,10 +106,10 @@ impl Counts {
 
 /// A pending delivery as the scheduler needs it at start-up.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DueEntry {
+pub struct DueEntry<'a> {
     pub next_at: u64,
     pub id: Id,
-    pub host: String,
+    pub host: &'a str,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -237,21 +237,23 @@ impl Store {
         Ok(out)
     }
 
-    /// Every pending delivery, in due order: what the scheduler loads at start.
-    pub fn due_entries(&self) -> Result<Vec<DueEntry>, StoreError> {
+    /// Calls `f` for every pending delivery, in due order: what the scheduler loads at start.
+    /// Streams the table rather than collecting it, so a large backlog costs no extra memory.
+    pub fn for_each_due(&self, mut f: impl FnMut(DueEntry)) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DUE)?;
-        let mut out = Vec::with_capacity(table.len()? as usize);
+        let mut n = 0;
         for row in table.iter()? {
             let (k, v) = row?;
             let (next_at, id) = k.value();
-            out.push(DueEntry {
+            f(DueEntry {
                 next_at,
                 id: Id(id),
-                host: v.value().to_string(),
+                host: v.value(),
             });
+            n += 1;
         }
-        Ok(out)
+        Ok(n)
     }
 
     /// The oldest pending delivery (ids are creation-ordered).
@@ -362,6 +364,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let store = Store::open(dir.path()).unwrap();
-        assert!(store.due_entries().unwrap().is_empty());
+        assert_eq!(store.for_each_due(|_| {}).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_schema_1_store_gets_its_counts_from_the_index_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.counts().unwrap(), Counts::default());
+        // Make it look like a schema 1 file holding two pending and one failed delivery.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_table(BY_STATUS).unwrap();
+            index.insert((Status::Pending.code(), 1), ()).unwrap();
+            index.insert((Status::Pending.code(), 2), ()).unwrap();
+            index.insert((Status::Failed.code(), 3), ()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(META_COUNTS).unwrap();
+            meta.insert("schema_version", encode(&1u32).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.get(Status::Pending), counts.get(Status::Failed)),
+            (2, 1)
+        );
     }
 }

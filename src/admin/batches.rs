@@ -14,7 +14,7 @@ use super::json::{self, PageJson};
 use super::params::{self, FilterJson};
 use super::{AdminState, ApiError, JsonBody};
 use crate::clock;
-use crate::model::{BatchId, DeliveryId, ReplayFilter};
+use crate::model::{BatchId, DeliveryId, ReplayFilter, Status};
 use crate::store::writer::ReplayWrite;
 
 const BATCHES_DEFAULT_LIMIT: usize = 20;
@@ -60,6 +60,12 @@ pub async fn create(
         }
         (None, Some(f)) => {
             let filter = params::filter(f, clock::now_ms())?;
+            if filter.status == Some(Status::InProgress) {
+                return Err(ApiError::bad(
+                    "bad_filter",
+                    "`status`: in_progress deliveries cannot be replayed (failed or cancelled)",
+                ));
+            }
             let ids = s
                 .store
                 .select_for_replay(&filter, max)

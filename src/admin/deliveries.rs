@@ -1,11 +1,13 @@
 //! `GET /v1/deliveries`, `GET /v1/deliveries/{id}`, `POST /v1/deliveries/{id}/cancel`.
 //!
-//! Listings read one snapshot through `store::query`; a cancel goes through the writer and then
-//! tells the scheduler to forget the queue entry. An attempt in flight is never cancelled (409).
+//! Listings read one snapshot through `store::query`. A cancel first withdraws the delivery from
+//! the scheduler's queue (refused with 409 if an attempt is in flight), then stores the cancel
+//! through the writer, so no attempt can start in between.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
 
 use super::json::{self, PageJson};
 use super::params::{self, LIST_MAX_SCAN, ListParams};
@@ -81,25 +83,53 @@ pub async fn cancel(
             format!("delivery `{id}` is {state}; only a pending delivery can be cancelled"),
         )
     };
-    // An attempt that starts between this check and the commit finds the delivery cancelled
-    // when it records its result, and the record stays cancelled.
-    if s.in_flight.contains(parsed) {
+    let record = s
+        .store
+        .delivery(parsed)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    if record.status != Status::Pending {
+        return Err(conflict(record.status.as_str()));
+    }
+    let (host, next_at) = (record.host(), record.next_attempt_at.unwrap_or(0));
+    // First out of the queue (refused if an attempt is in flight), so no attempt can start
+    // between the check and the commit; then the stored cancel.
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let withdraw = Control::Withdraw {
+        host: host.clone(),
+        next_at,
+        id: parsed,
+        reply: reply_tx,
+    };
+    let scheduler_gone = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    s.control_tx.send(withdraw).map_err(|_| scheduler_gone())?;
+    if !reply_rx.await.map_err(|_| scheduler_gone())? {
         return Err(conflict(Status::InProgress.as_str()));
     }
-    match s.writer.cancel(parsed).await.map_err(ApiError::store)? {
-        CancelResult::NotFound => Err(ApiError::not_found("delivery", &id)),
-        CancelResult::NotPending(status) => Err(conflict(status.as_str())),
-        CancelResult::Cancelled { host, next_at } => {
-            let _ = s.control_tx.send(Control::Remove {
-                host,
-                next_at,
-                id: parsed,
-            });
+    match s.writer.cancel(parsed).await {
+        Ok(CancelResult::Cancelled { .. }) => {
             s.metrics
                 .deliveries_finished
                 .with_label_values(&[Status::Cancelled.as_str()])
                 .inc();
             show(State(s), Path(id)).await
+        }
+        // Finished between the snapshot and the withdrawal: nothing left to attempt.
+        Ok(CancelResult::NotPending(status)) => Err(conflict(status.as_str())),
+        Ok(CancelResult::NotFound) => Err(ApiError::not_found("delivery", &id)),
+        Err(e) => {
+            let _ = s.control_tx.send(Control::Requeue {
+                host,
+                next_at,
+                id: parsed,
+            });
+            Err(ApiError::store(e))
         }
     }
 }

@@ -187,9 +187,10 @@ impl WriterHandle {
             .map_err(|_| StoreError::WriterGone)
     }
 
-    /// False after a failed commit, true again after the next successful one.
+    /// False after a failed commit (true again after the next successful one), and false for
+    /// good once the writer thread has stopped.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.ops_tx.is_closed()
     }
 }
 

@@ -284,6 +284,13 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             "bad_filter",
         ),
         ("POST", "/v1/pause", Some("[1]"), 400, "bad_json"),
+        (
+            "POST",
+            "/v1/batches",
+            Some("{\"filter\": {\"status\": \"in_progress\"}}"),
+            400,
+            "bad_filter",
+        ),
         ("POST", "/v1/hosts/nohost/pause", Some(""), 400, "bad_host"),
         ("GET", "/v1/nothing", None, 404, "no_route"),
         ("DELETE", "/v1/stats", None, 405, "method_not_allowed"),
@@ -405,4 +412,34 @@ async fn every_documented_route_answers() {
         }
     }
     assert!(checked >= 17, "only {checked} operations checked");
+}
+
+#[tokio::test]
+async fn cancelling_an_attempt_in_flight_is_a_conflict() {
+    let receiver = Receiver::start(Arc::new(|_, _| {
+        Reply::Stall(std::time::Duration::from_secs(60))
+    }))
+    .await;
+    let sidecar = Sidecar::start("[delivery]\ntimeout = \"60s\"\n").await;
+    let id = send_ok(&sidecar, &receiver.url("/slow")).await;
+    receiver.wait_count(1).await;
+    sidecar.wait_status(&id, "in_progress").await;
+    let (status, body) = sidecar
+        .post_json(&format!("/v1/deliveries/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("not_pending"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in_progress")
+    );
+    let (_, page) = sidecar.get_json("/v1/deliveries?status=in_progress").await;
+    assert_eq!(ids(&page), vec![id.clone()]);
+    let (_, page) = sidecar.get_json("/v1/deliveries?status=pending").await;
+    assert!(ids(&page).is_empty());
+    assert_eq!(sidecar.stats().await["counts"]["in_progress"], 1);
 }

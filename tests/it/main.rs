@@ -11,4 +11,5 @@ mod ingest;
 mod pause;
 mod replay;
 mod restart;
+mod retention;
 mod ui;

@@ -91,16 +91,31 @@ function filterForm(f, ctx) {
   return form;
 }
 
+// A page examines a bounded number of rows, so a selective filter can answer an empty page
+// with a cursor; follow a few of those before saying so.
+const EMPTY_PAGES_FOLLOWED = 5;
+
 async function load(box, ctx, filters, cursor, stack) {
   let page;
+  let at = cursor;
   try {
-    page = await get(`/v1/deliveries${query({ ...filters, limit: PAGE, cursor })}`);
+    for (let i = 0; i < EMPTY_PAGES_FOLLOWED; i++) {
+      page = await get(`/v1/deliveries${query({ ...filters, limit: PAGE, cursor: at })}`);
+      if ((page.data || []).length || !page.next_cursor) break;
+      at = page.next_cursor;
+    }
   } catch (err) {
     return ctx.fail(err, box, () => load(box, ctx, filters, cursor, stack));
   }
   if (!ctx.alive()) return;
   const rows = page.data || [];
   const filtered = FILTERS.some((k) => filters[k]);
+  if (!rows.length && page.next_cursor) {
+    fill(box, h("div", { class: "empty", id: "no-deliveries" },
+      h("p", {}, "Nothing matched among the most recent deliveries examined; older ones remain."),
+      h("p", {}, h("a", { class: "button", href: `#/deliveries${query({ ...filters, cursor: page.next_cursor, back: [...stack, cursor || FIRST].join(",") })}` }, "Search older →"))));
+    return;
+  }
   if (!rows.length) {
     fill(box, h("div", { class: "empty", id: "no-deliveries" },
       h("p", {}, cursor ? "No more deliveries." : filtered ? "No deliveries match these filters." : "No deliveries yet."),
