@@ -285,6 +285,35 @@ async fn deliveries(b: &Browser, gone: &[String; 2], flaky: &str) {
     assert_eq!(unlabelled(b).await, json!([]));
     b.shot("deliveries").await;
 
+    // Cursor paging, two rows a page: newest first, then older, then back.
+    let ui = b.client.current_url().await.unwrap();
+    let base = ui.as_str().split('#').next().unwrap().to_string();
+    b.goto(&format!("{base}#/deliveries?status=failed&limit=2"))
+        .await;
+    b.wait_text("#results", "2 shown").await;
+    let first_page = b.text("#results tbody").await;
+    assert!(
+        first_page.contains(flaky) && first_page.contains(&gone[1]),
+        "{first_page}"
+    );
+    assert_eq!(b.count("#newer").await, 0);
+    b.click("#older").await;
+    b.wait_text("#results", "1 shown").await;
+    b.wait_text("#results tbody", &gone[0]).await;
+    assert_eq!(
+        b.count("#older").await,
+        0,
+        "the last page has no older link"
+    );
+    b.click("#newer").await;
+    b.wait_text("#results tbody", flaky).await;
+    b.wait_text("#results", "2 shown").await;
+
+    // A time range keeps them (created in the last 15 minutes).
+    b.select("#f-range", "15m").await;
+    b.click("#filters button[type=submit]").await;
+    b.wait_text("#results", "3 shown").await;
+
     // Filters: failed with a permanent 4xx are the two 410s.
     b.select("#f-classification", "HTTP_4XX_PERMANENT").await;
     b.click("#filters button[type=submit]").await;
@@ -475,20 +504,30 @@ async fn cancel(b: &Browser, s: &Sidecar, a: &Receiver) {
 /// Phone width: nothing wider than the screen, on the overview and a detail.
 async fn phone(b: &Browser, flaky: &str) {
     b.resize(390, 844).await;
+    let detail = format!("#/deliveries/{flaky}");
     for (hash, name) in [
         ("#/", "overview-phone"),
-        (&format!("#/deliveries/{flaky}")[..], "detail-phone"),
+        ("#/deliveries?status=failed", "deliveries-phone"),
+        (&detail[..], "detail-phone"),
+        ("#/replays", "replays-phone"),
+        ("#/hosts", "hosts-phone"),
     ] {
         b.client
             .execute("location.hash = arguments[0];", vec![json!(hash)])
             .await
             .unwrap();
-        b.text("main h1").await;
-        b.wait_gone("main .loading").await;
+        b.text(&format!("main[data-rendered=\"{hash}\"] h1")).await;
         let fits = b
             .js("return document.documentElement.scrollWidth <= window.innerWidth;")
             .await;
-        assert_eq!(fits, json!(true), "{hash} is wider than a phone");
+        if fits != json!(true) {
+            let wide = b
+                .js("return [...document.querySelectorAll('main *')]
+                     .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                     .slice(0, 8).map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right));")
+                .await;
+            panic!("{hash} is wider than a phone: {wide}");
+        }
         b.shot(name).await;
     }
     b.resize(1280, 900).await;

@@ -66,12 +66,15 @@ async function route() {
     refreshPause,
   };
   el.dataset.page = match[2];
+  delete el.dataset.rendered;
   fill(el, h("p", { class: "loading" }, "Loading…"));
   try {
     await page.render(el, ctx);
   } catch (err) {
     ctx.fail(err, el, route);
   }
+  // Which address the page now shows, for tests and scripts that wait on it.
+  if (ctx.alive()) el.dataset.rendered = location.hash || "#/";
   refreshPause();
 }
 

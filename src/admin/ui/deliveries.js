@@ -24,11 +24,13 @@ export async function render(main, ctx) {
   fill(main,
     h("h1", {}, "Deliveries"),
     searchForm(ctx),
-    filterForm(filters, ctx),
+    filterPanel(filters, ctx),
     results);
   // Earlier pages' cursors, so "Newer" can go back without the API paging backwards.
   const stack = (q.get("back") || "").split(",").filter(Boolean);
-  await load(results, ctx, filters, q.get("cursor") || "", stack);
+  // Page size: the API's default unless the address asks for another (?limit=, 1 to 500).
+  const limit = /^\d+$/.test(q.get("limit") || "") ? q.get("limit") : "";
+  await load(results, ctx, filters, limit, q.get("cursor") || "", stack);
 }
 
 function searchForm(ctx) {
@@ -45,6 +47,15 @@ function searchForm(ctx) {
   } },
   h("label", { for: "search-id" }, "Find by id"), input,
   h("button", { type: "submit" }, "Open"), msg);
+}
+
+// The filters, folded away on a phone unless one is set.
+function filterPanel(f, ctx) {
+  const active = FILTERS.filter((k) => f[k]).length;
+  const wide = window.matchMedia("(min-width: 641px)").matches;
+  return h("details", { class: "filter-panel", open: wide || active > 0 },
+    h("summary", {}, active ? `Filters (${active} set)` : "Filters"),
+    filterForm(f, ctx));
 }
 
 function filterForm(f, ctx) {
@@ -64,7 +75,7 @@ function filterForm(f, ctx) {
   range.querySelector("select").addEventListener("change", (e) => { between.hidden = e.target.value !== "custom"; });
   const form = h("form", { class: "filters card", id: "filters", "aria-label": "Filters" },
     select("status", "Status", [["", "Any"], ...STATUSES.map((s) => [s, s.replace("_", " ")])], f.status),
-    text("target", "Host or target URL prefix", f.target, "api.example.com:443 or https://…"),
+    text("target", "Host or target URL prefix", f.target, "api.example.com:443"),
     text("endpoint", "Endpoint", f.endpoint, "orders"),
     select("classification", "Last classification", [["", "Any"], ...CLASSIFICATIONS.map((c) => [c, c])], f.classification),
     range, between,
@@ -95,17 +106,17 @@ function filterForm(f, ctx) {
 // with a cursor; follow a few of those before saying so.
 const EMPTY_PAGES_FOLLOWED = 5;
 
-async function load(box, ctx, filters, cursor, stack) {
+async function load(box, ctx, filters, limit, cursor, stack) {
   let page;
   let at = cursor;
   try {
     for (let i = 0; i < EMPTY_PAGES_FOLLOWED; i++) {
-      page = await get(`/v1/deliveries${query({ ...filters, limit: PAGE, cursor: at })}`);
+      page = await get(`/v1/deliveries${query({ ...filters, limit: limit || PAGE, cursor: at })}`);
       if ((page.data || []).length || !page.next_cursor) break;
       at = page.next_cursor;
     }
   } catch (err) {
-    return ctx.fail(err, box, () => load(box, ctx, filters, cursor, stack));
+    return ctx.fail(err, box, () => load(box, ctx, filters, limit, cursor, stack));
   }
   if (!ctx.alive()) return;
   const rows = page.data || [];
@@ -113,7 +124,7 @@ async function load(box, ctx, filters, cursor, stack) {
   if (!rows.length && page.next_cursor) {
     fill(box, h("div", { class: "empty", id: "no-deliveries" },
       h("p", {}, "Nothing matched among the most recent deliveries examined; older ones remain."),
-      h("p", {}, h("a", { class: "button", href: `#/deliveries${query({ ...filters, cursor: page.next_cursor, back: [...stack, cursor || FIRST].join(",") })}` }, "Search older →"))));
+      h("p", {}, h("a", { class: "button", href: `#/deliveries${query({ ...filters, limit, cursor: page.next_cursor, back: [...stack, cursor || FIRST].join(",") })}` }, "Search older →"))));
     return;
   }
   if (!rows.length) {
@@ -122,7 +133,7 @@ async function load(box, ctx, filters, cursor, stack) {
       filtered ? h("p", {}, h("a", { href: "#/deliveries" }, "Clear the filters")) : null));
     return;
   }
-  const link = (c, back) => `#/deliveries${query({ ...filters, cursor: c, back: back.join(",") })}`;
+  const link = (c, back) => `#/deliveries${query({ ...filters, limit, cursor: c, back: back.join(",") })}`;
   const nav = h("nav", { class: "pager", "aria-label": "Pages" },
     cursor ? h("a", { href: link(fromStack(stack[stack.length - 1]), stack.slice(0, -1)), class: "button", id: "newer" }, "← Newer") : null,
     h("span", { class: "muted" }, `${rows.length} shown`),
