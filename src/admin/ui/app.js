@@ -58,8 +58,8 @@ async function route() {
     // Shows a failed call: the token form for 401, else an error box (with retry) in `box`.
     fail(err, box, retry) {
       if (mine !== generation) return;
-      if (!(err instanceof ApiError)) throw err;
-      if (err.kind === "unauthorized") return askToken();
+      if (err instanceof ApiError && err.kind === "unauthorized") return askToken();
+      if (!(err instanceof ApiError)) console.error(err);
       fill(box, errorFor(err, retry));
     },
     go(hash) { location.hash = hash; },
@@ -79,7 +79,8 @@ async function route() {
 }
 
 function errorFor(err, retry) {
-  const title = err.kind === "unreachable" ? "Server unreachable" : `Error ${err.status}`;
+  const title = err.kind === "unreachable" ? "Server unreachable"
+    : err.status ? `Error ${err.status}` : "Something went wrong";
   return h("div", { class: "error", role: "alert" },
     h("strong", {}, title), " ", err.message, " ",
     err.kind === "http" ? h("code", {}, err.code) : null,
