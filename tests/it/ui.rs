@@ -154,6 +154,7 @@ async fn dashboard_end_to_end() {
     b.fill("#token-input", "wrong").await;
     b.click("#token-form button[type=submit]").await;
     b.wait_text("#token-form", "That token was refused").await;
+    b.shot("token").await;
     b.fill("#token-input", TOKEN).await;
     b.click("#token-form button[type=submit]").await;
     pages::overview(&b, &s).await;
@@ -170,6 +171,19 @@ async fn dashboard_end_to_end() {
     pages::replays(&b, &s, &a, &gone).await;
     pages::cancel(&b, &s, &a).await;
     pages::phone(&b, &flaky).await;
+
+    // "Forget token" locks the dashboard again.
+    b.click("#forget-token").await;
+    b.text("#token-form").await;
+    assert_eq!(unlabelled(&b).await, json!([]));
+    assert_eq!(
+        b.js("return sessionStorage.getItem('hookrelay.token');")
+            .await,
+        Value::Null
+    );
+    b.fill("#token-input", TOKEN).await;
+    b.click("#token-form button[type=submit]").await;
+    b.text("main[data-rendered] h1").await;
 
     // Nothing was loaded from anywhere but the sidecar.
     let foreign = b
