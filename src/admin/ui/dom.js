@@ -100,10 +100,6 @@ export function isoToLocalInput(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-export function empty(text, ...more) {
-  return h("div", { class: "empty" }, h("p", {}, text), ...more);
-}
-
 // Asks for confirmation in a modal dialog. Resolves to null when cancelled, else to
 // {reason} (the reason field is shown when `reason` is set: "optional" or "required").
 export function confirmDialog({ title, text, confirm, danger, reason, extra }) {
@@ -140,10 +136,6 @@ export function table(headers, rows, caption) {
       caption ? h("caption", {}, caption) : null,
       h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
       h("tbody", {}, rows)));
-}
-
-export function shortId(id) {
-  return id && id.length > 14 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id;
 }
 
 export function idLink(id) {
