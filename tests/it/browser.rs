@@ -97,6 +97,7 @@ impl Browser {
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let Value::Object(caps) = caps else {
             unreachable!()
@@ -244,6 +245,34 @@ impl Browser {
             self.keys(TAB).await;
         }
         panic!("Tab never reached `{css}`");
+    }
+
+    /// The page's console errors since the last call (script exceptions, CSP refusals), less
+    /// the browser's own line for each HTTP error answer, which the pages handle on purpose.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/session/{session}/se/log",
+            self.driver_port
+        );
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let logs: Value = http
+            .post(url)
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        logs["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .filter(|m| !m.contains("Failed to load resource"))
+            .collect()
     }
 
     pub async fn js(&self, script: &str) -> Value {

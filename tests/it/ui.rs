@@ -185,6 +185,8 @@ async fn dashboard_end_to_end() {
     b.click("#token-form button[type=submit]").await;
     b.text("main[data-rendered] h1").await;
 
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+
     // Nothing was loaded from anywhere but the sidecar.
     let foreign = b
         .js(
@@ -243,5 +245,6 @@ async fn dashboard_empty_states() {
     b.wait_text("main", "Delivery not found").await;
     b.goto(&format!("{ui}#/nowhere")).await;
     b.wait_text("main", "No such page").await;
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
     b.close().await;
 }
