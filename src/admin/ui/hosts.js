@@ -35,12 +35,19 @@ export async function render(main, ctx) {
   await loop();
 }
 
+// Routes this server turned out not to have; not asked again until the page is reloaded.
+const missing = new Set();
+
 // A route this server may not have: null when it answers 404.
 async function optional(path) {
+  if (missing.has(path)) return null;
   try {
     return await get(path);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return null;
+    if (err instanceof ApiError && err.status === 404) {
+      missing.add(path);
+      return null;
+    }
     throw err;
   }
 }
