@@ -12,6 +12,9 @@ pub mod control;
 pub mod deliveries;
 pub mod json;
 pub mod params;
+pub mod preview;
+pub mod series;
+pub mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,9 +158,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/stats", get(control::stats))
         .route("/v1/endpoints/{name}/enable", post(enable_endpoint))
         .route("/v1/health/hosts", get(host_health))
+        .route("/v1/series", get(series::series))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // After the auth layer: the dashboard's files hold no data, and the page must load to
+        // ask for the token. Its API calls go through the layer like any client's.
+        .merge(ui::router())
         .with_state(state)
 }
 

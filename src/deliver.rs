@@ -19,7 +19,7 @@ use crate::clock;
 use crate::config::{Config, Endpoint};
 use crate::health::EndpointGate;
 use crate::metrics::Metrics;
-use crate::model::{Attempt, DeliveryId, DeliveryRecord, Id, Payload, Status};
+use crate::model::{Attempt, Classification, DeliveryId, DeliveryRecord, Id, Payload, Status};
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sender::{OutgoingRequest, Sender};
 use crate::sign;
@@ -192,6 +192,11 @@ impl Deliverer {
         self.metrics
             .attempt_duration
             .observe(duration.as_secs_f64());
+        self.metrics.attempt_series.record(
+            finished,
+            classification == Classification::Success,
+            duration,
+        );
 
         let mut result = AttemptResult {
             signal: Some(classify::host_signal(classification)),

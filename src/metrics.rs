@@ -3,7 +3,10 @@
 //!
 //! Gauges are right after a restart: queue depth and `paused` are set by the scheduler, whose
 //! queue and pause are loaded from the store before it runs; the oldest pending age is read
-//! from the store's index at each scrape.
+//! from the store's index at each scrape. `series` keeps the per-minute attempt counts the
+//! dashboard charts.
+
+pub mod series;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -30,9 +33,12 @@ pub struct Metrics {
     pub egress_denied: IntCounterVec,
     pub host_circuit_open: IntGaugeVec,
     pub endpoints_disabled: IntCounter,
+    /// Attempts per minute over the last day, for the dashboard (not exported to Prometheus).
+    pub attempt_series: series::AttemptSeries,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
+/// Upper bounds of the latency histograms, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -215,6 +221,7 @@ impl Metrics {
             egress_denied,
             host_circuit_open,
             endpoints_disabled,
+            attempt_series: series::AttemptSeries::default(),
         }
     }
 

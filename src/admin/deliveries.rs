@@ -50,18 +50,21 @@ fn parse_id(id: &str) -> Result<Id, ApiError> {
 
 pub async fn show(State(s): State<AdminState>, Segment(id): Segment) -> Result<Response, ApiError> {
     let parsed = parse_id(&id)?;
-    let record = s
+    let (record, payload) = s
         .store
-        .delivery(parsed)
+        .delivery_with_payload(parsed)
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     let attempts = s.store.attempts(parsed).map_err(ApiError::store)?;
-    let body = json::delivery(
-        parsed,
-        &record,
-        s.in_flight.contains(parsed),
-        Some(&attempts),
-    );
+    let body = json::DeliveryDetailJson {
+        delivery: json::delivery(
+            parsed,
+            &record,
+            s.in_flight.contains(parsed),
+            Some(&attempts),
+        ),
+        request: super::preview::request_preview(&payload),
+    };
     Ok(axum::Json(body).into_response())
 }
 

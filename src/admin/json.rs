@@ -35,6 +35,16 @@ pub struct DeliveryJson {
     pub attempts: Option<Vec<AttemptJson>>,
 }
 
+/// `GET /v1/deliveries/{id}`: the delivery, its attempts, and its stored request (headers
+/// redacted, body previewed).
+#[derive(Serialize)]
+pub struct DeliveryDetailJson {
+    #[serde(flatten)]
+    pub delivery: DeliveryJson,
+    #[serde(flatten)]
+    pub request: super::preview::RequestPreview,
+}
+
 #[derive(Serialize)]
 pub struct AttemptJson {
     pub number: u32,

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real `hookrelay` binary (see
 //! `harness.rs`) against a scripted receiver on loopback.
 
+mod browser;
 mod harness;
 
 mod admin;
@@ -16,3 +17,4 @@ mod replay;
 mod restart;
 mod retention;
 mod safety;
+mod ui;

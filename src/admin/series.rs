@@ -1,0 +1,84 @@
+//! `GET /v1/series?minutes=60`: attempts and successes per minute, and the attempt latency
+//! histogram, over the last `minutes` (1 to 1440, default 60). Read from the in-memory
+//! `metrics::series` ring, so it covers the time since this process started.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use serde::Serialize;
+
+use super::{AdminState, ApiError};
+use crate::clock;
+use crate::metrics::LATENCY_BUCKETS;
+use crate::metrics::series::{MINUTES, Window};
+
+const DEFAULT_MINUTES: u64 = 60;
+
+#[derive(Serialize)]
+pub struct SeriesJson {
+    pub bucket_seconds: u32,
+    pub from: String,
+    pub to: String,
+    pub points: Vec<PointJson>,
+    pub latency: LatencyJson,
+}
+
+#[derive(Serialize)]
+pub struct PointJson {
+    /// Start of the minute.
+    pub at: String,
+    pub attempts: u32,
+    pub successes: u32,
+}
+
+#[derive(Serialize)]
+pub struct LatencyJson {
+    /// Upper bounds of the buckets, in seconds; `counts` has one more entry, for slower attempts.
+    pub bounds_seconds: &'static [f64],
+    pub counts: Vec<u64>,
+}
+
+pub async fn series(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<axum::Json<SeriesJson>, ApiError> {
+    let minutes = match q.get("minutes") {
+        None => DEFAULT_MINUTES,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|m| (1..=MINUTES).contains(m))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "bad_filter",
+                    format!("`minutes`: `{v}` is not a whole number from 1 to {MINUTES}"),
+                )
+            })?,
+    };
+    let now = clock::now_ms();
+    Ok(axum::Json(shape(
+        s.metrics.attempt_series.window(now, minutes),
+        now,
+    )))
+}
+
+fn shape(w: Window, now_ms: u64) -> SeriesJson {
+    SeriesJson {
+        bucket_seconds: 60,
+        from: clock::rfc3339(w.points.first().map_or(now_ms, |p| p.at_ms)),
+        to: clock::rfc3339(now_ms),
+        points: w
+            .points
+            .iter()
+            .map(|p| PointJson {
+                at: clock::rfc3339(p.at_ms),
+                attempts: p.attempts,
+                successes: p.successes,
+            })
+            .collect(),
+        latency: LatencyJson {
+            bounds_seconds: LATENCY_BUCKETS,
+            counts: w.latency,
+        },
+    }
+}

@@ -1,0 +1,169 @@
+// Hosts: per destination host (host:port), the pending and in-flight work, whether it is paused
+// (with pause/resume for that host alone), and its circuit state when the server reports one
+// (from the host list itself or from GET /v1/health/hosts where that exists). Endpoints that
+// the server disabled (410 Gone) are listed with a button to enable them again.
+
+import { ApiError, get, post, query } from "./api.js";
+import { h, fill, when, table, confirmDialog } from "./dom.js";
+import { hostPrefix } from "./overview.js";
+
+const REFRESH_MS = 5000;
+
+export async function render(main, ctx) {
+  const body = h("div", { id: "hosts" });
+  fill(main, h("h1", {}, "Hosts"),
+    h("p", { class: "lead" }, "Destination hosts with pending work or a pause. Pausing a host holds its deliveries while every other host flows."),
+    body);
+  const load = async () => {
+    let list, health, pause;
+    try {
+      [list, health, pause] = await Promise.all([
+        get("/v1/hosts").then((r) => r.data || []),
+        optional("/v1/health/hosts"),
+        get("/v1/pause"),
+      ]);
+    } catch (err) {
+      return ctx.fail(err, body, load);
+    }
+    if (!ctx.alive()) return;
+    draw(body, ctx, merge(list, health), health, pause, load);
+  };
+  const loop = async () => {
+    await load();
+    ctx.later(REFRESH_MS, loop);
+  };
+  await loop();
+}
+
+// Routes this server turned out not to have; not asked again until the page is reloaded.
+const missing = new Set();
+
+// A route this server may not have: null when it answers 404.
+async function optional(path) {
+  if (missing.has(path)) return null;
+  try {
+    return await get(path);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      missing.add(path);
+      return null;
+    }
+    throw err;
+  }
+}
+
+// Host rows with their circuit, including hosts that only the health view knows (an open
+// circuit with nothing pending).
+function merge(list, health) {
+  const rows = list.map((x) => ({ ...x }));
+  for (const hh of (health && health.hosts) || []) {
+    let row = rows.find((r) => r.host === hh.host);
+    if (!row) {
+      row = { host: hh.host, pending: 0, in_progress: 0, paused: false };
+      rows.push(row);
+    }
+    row.health = hh;
+  }
+  return rows;
+}
+
+function draw(body, ctx, list, health, pause, load) {
+  const focused = document.activeElement && document.activeElement.id;
+  const msg = h("div", { class: "msg", role: "status" });
+  const note = pause.paused
+    ? h("p", { class: "note", id: "global-pause-note" }, "Delivery is paused globally, so no host is flowing. ", h("a", { href: "#/" }, "Resume on the overview"), ".")
+    : null;
+  const disabled = (health && health.disabled_endpoints) || [];
+  const endpoints = disabled.length
+    ? h("section", { class: "card", "aria-labelledby": "disabled-title" },
+      h("h2", { id: "disabled-title" }, "Disabled endpoints"),
+      h("p", { class: "muted" }, "Disabled after a 410 Gone; their deliveries wait until the endpoint is enabled again."),
+      h("ul", {}, disabled.map((name) => h("li", {}, h("code", {}, name), " ",
+        h("button", { type: "button", id: `enable-${slug(name)}`, onclick: () => enable(name, ctx, msg, load) }, "Enable")))))
+    : null;
+  if (!list.length) {
+    fill(body, note, msg, h("div", { class: "empty", id: "no-hosts" }, h("p", {}, "No host has pending work, and none is paused.")), endpoints);
+    return;
+  }
+  const hasCircuit = list.some((x) => circuit(x) !== null);
+  const hasError = list.some((x) => x.last_error);
+  fill(body, note, msg, table(
+    ["Host", "Pending", "In flight", "Next attempt", hasCircuit ? "Circuit" : null, "State", hasError ? "Last error" : null, h("span", { class: "sr-only" }, "Actions")].filter(Boolean),
+    list.map((x) => {
+      const c = circuit(x);
+      return h("tr", { "data-host": x.host },
+        h("th", { scope: "row", class: "mono" },
+          h("a", { href: `#/deliveries${query({ target: hostPrefix(x.host) })}` }, x.host)),
+        h("td", { class: "num" }, x.pending),
+        h("td", { class: "num" }, x.in_progress ?? x.in_flight ?? 0),
+        h("td", {}, x.next_attempt_at ? ["due ", when(x.next_attempt_at)] : h("span", { class: "muted" }, "—")),
+        hasCircuit ? h("td", {}, c ? circuitCell(c, x.health) : "—") : null,
+        h("td", {}, x.paused
+          ? h("span", {}, h("span", { class: "badge s-failed" }, "paused"), " ", when(x.paused_since),
+            x.pause_reason ? [" — ", h("q", {}, x.pause_reason)] : null)
+          : pause.paused ? h("span", { class: "muted" }, "held by the global pause") : "flowing"),
+        hasError ? h("td", { class: "err" }, x.last_error || "") : null,
+        h("td", {}, x.paused
+          ? h("button", { type: "button", id: `resume-${slug(x.host)}`, onclick: () => resume(x.host, ctx, msg, load) }, "Resume")
+          : h("button", { type: "button", class: "danger", id: `pause-${slug(x.host)}`, onclick: () => pause_(x.host, ctx, msg, load) }, "Pause…")));
+    }), "Destination hosts"), endpoints);
+  if (focused && body.querySelector(`#${CSS.escape(focused)}`)) document.getElementById(focused).focus();
+}
+
+// The circuit state as a word, whatever shape the server gives it in ("open", {state: "open"}).
+function circuit(x) {
+  const c = x.circuit ?? x.circuit_state ?? (x.health && x.health.circuit);
+  if (c === undefined || c === null) return null;
+  return typeof c === "string" ? c : c.state || null;
+}
+
+function circuitCell(c, hh) {
+  return h("span", {}, h("span", { class: `badge circuit-${c}` }, c.replace("_", " ")),
+    hh && hh.consecutive_failures ? ` ${hh.consecutive_failures} failures` : null,
+    hh && hh.next_probe_at ? [" · probe ", when(hh.next_probe_at)] : null,
+    hh && hh.retry_after_until ? [" · Retry-After until ", when(hh.retry_after_until)] : null);
+}
+
+// Host keys (host:port) and endpoint names as element ids.
+function slug(s) {
+  return s.replace(/[^A-Za-z0-9]+/g, "-");
+}
+
+async function pause_(host, ctx, msg, load) {
+  const ok = await confirmDialog({
+    title: `Pause ${host}?`,
+    text: "No new attempt starts for this host until you resume it; other hosts keep flowing. New webhooks are stored and wait.",
+    confirm: "Pause host",
+    danger: true,
+    reason: "required",
+  });
+  if (!ok) return;
+  try {
+    await post(`/v1/hosts/${encodeURIComponent(host)}/pause`, { reason: ok.reason });
+  } catch (err) {
+    return ctx.fail(err, msg, null);
+  }
+  load();
+}
+
+async function resume(host, ctx, msg, load) {
+  const ok = await confirmDialog({ title: `Resume ${host}?`, text: "Its pending deliveries start again.", confirm: "Resume host" });
+  if (!ok) return;
+  try {
+    await post(`/v1/hosts/${encodeURIComponent(host)}/resume`);
+  } catch (err) {
+    return ctx.fail(err, msg, null);
+  }
+  load();
+}
+
+async function enable(name, ctx, msg, load) {
+  const ok = await confirmDialog({ title: `Enable endpoint ${name}?`, text: "Its waiting deliveries are attempted again.", confirm: "Enable" });
+  if (!ok) return;
+  try {
+    await post(`/v1/endpoints/${encodeURIComponent(name)}/enable`);
+  } catch (err) {
+    return ctx.fail(err, msg, null);
+  }
+  load();
+}
