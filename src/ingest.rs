@@ -24,7 +24,7 @@ use crate::clock;
 use crate::config::{Config, Endpoint};
 use crate::egress::{EgressPolicy, Mode};
 use crate::metrics::Metrics;
-use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, Status, host_key};
+use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, host_key};
 use crate::schedule::Backlog;
 use crate::store::writer::{IdemClaim, IngestResult, IngestWrite, NewDelivery, WriterHandle};
 use crate::store::{Store, encode};
@@ -136,24 +136,15 @@ impl Ingest {
                     }
                     _ => (format!("url\0{target}"), ""),
                 };
-                let record = DeliveryRecord {
-                    status: Status::Pending,
-                    method: method.clone(),
-                    target: target.clone(),
+                let record = DeliveryRecord::pending(
+                    method.clone(),
+                    target.clone(),
                     endpoint,
-                    event_id: None,
-                    idempotency_key: header_key.clone(),
-                    created_at: now,
-                    updated_at: now,
-                    next_attempt_at: Some(now),
-                    attempt_count: 0,
-                    last_classification: None,
-                    last_status_code: None,
-                    finished_at: None,
-                    body_len: body.len() as u32,
-                    replay_of: None,
-                    batch_id: None,
-                };
+                    None,
+                    header_key.clone(),
+                    now,
+                    body.len(),
+                );
                 IngestWrite {
                     idem: header_key
                         .as_deref()
@@ -229,24 +220,15 @@ impl Ingest {
             .iter()
             .map(|ep| {
                 let target = ep.url.to_string();
-                let record = DeliveryRecord {
-                    status: Status::Pending,
-                    method: "POST".into(),
-                    target: target.clone(),
-                    endpoint: Some(ep.name.clone()),
-                    event_id: Some(event_id),
-                    idempotency_key: key.clone(),
-                    created_at: now,
-                    updated_at: now,
-                    next_attempt_at: Some(now),
-                    attempt_count: 0,
-                    last_classification: None,
-                    last_status_code: None,
-                    finished_at: None,
-                    body_len: event_body.len() as u32,
-                    replay_of: None,
-                    batch_id: None,
-                };
+                let record = DeliveryRecord::pending(
+                    "POST".into(),
+                    target.clone(),
+                    Some(ep.name.clone()),
+                    Some(event_id),
+                    key.clone(),
+                    now,
+                    event_body.len(),
+                );
                 NewDelivery {
                     host: host_key(&target),
                     next_at: now,

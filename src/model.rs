@@ -232,6 +232,36 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// A new delivery, due at once.
+    pub fn pending(
+        method: String,
+        target: String,
+        endpoint: Option<String>,
+        event_id: Option<Id>,
+        idempotency_key: Option<String>,
+        now: u64,
+        body_len: usize,
+    ) -> DeliveryRecord {
+        DeliveryRecord {
+            status: Status::Pending,
+            method,
+            target,
+            endpoint,
+            event_id,
+            idempotency_key,
+            created_at: now,
+            updated_at: now,
+            next_attempt_at: Some(now),
+            attempt_count: 0,
+            last_classification: None,
+            last_status_code: None,
+            finished_at: None,
+            body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+            replay_of: None,
+            batch_id: None,
+        }
+    }
+
     /// The scheduler's per-host key: `host:port`, lower case.
     pub fn host(&self) -> String {
         host_key(&self.target)
