@@ -45,6 +45,12 @@ pub struct IdGen {
 }
 
 impl IdGen {
+    /// Continues after `last` (the largest id already stored), so ids keep increasing on disk
+    /// even if the clock stepped back across a restart.
+    pub fn after(last: Id) -> IdGen {
+        IdGen { last: last.0 }
+    }
+
     pub fn next(&mut self, now_ms: u64) -> Id {
         let candidate = Id::random(now_ms).0;
         // Random low bits inside one millisecond would not be ordered; step from the last instead.
@@ -378,6 +384,15 @@ mod tests {
                 .is_err()
         );
         assert!("dlv_nope".parse::<DeliveryId>().is_err());
+    }
+
+    #[test]
+    fn ids_continue_after_the_stored_maximum_when_the_clock_steps_back() {
+        let stored = Id::from_parts(2_000, 5);
+        let mut g = IdGen::after(stored);
+        let next = g.next(1_000);
+        assert!(next > stored);
+        assert!(g.next(1_000) > next);
     }
 
     #[test]

@@ -370,6 +370,8 @@ impl Scheduler {
     pub async fn run(mut self, mut drain: watch::Receiver<bool>, grace: Duration) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completed>();
         let mut draining = *drain.borrow();
+        // Set once the writer's channel closed, so the closed channel is not polled again.
+        let mut writer_gone = false;
         // Deliveries of disabled endpoints, by endpoint: (host, next_at, id).
         let mut parked: HashMap<String, Vec<(Host, u64, Id)>> = HashMap::new();
         let mut parked_count = 0usize;
@@ -412,7 +414,7 @@ impl Scheduler {
             let sleep_for =
                 wake.map(|at| Duration::from_millis(at.saturating_sub(clock::now_ms())));
             tokio::select! {
-                batch = self.enqueued_rx.recv() => match batch {
+                batch = self.enqueued_rx.recv(), if !writer_gone => match batch {
                     Some(batch) => {
                         for e in batch {
                             self.queue.push(&e.host, e.next_at, e.id);
@@ -420,6 +422,7 @@ impl Scheduler {
                     }
                     // The writer is gone: nothing new will arrive; finish what is in flight.
                     None => {
+                        writer_gone = true;
                         draining = true;
                         deadline.get_or_insert(tokio::time::Instant::now() + grace);
                     }

@@ -299,6 +299,21 @@ impl Store {
         std::fs::metadata(&*self.path).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// The largest delivery or batch id stored, so the writer's ids continue after it.
+    pub fn last_id(&self) -> Result<Id, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut last = 0u128;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        if let Some((k, _)) = deliveries.last()? {
+            last = last.max(k.value());
+        }
+        let batches = txn.open_table(BATCHES)?;
+        if let Some((k, _)) = batches.last()? {
+            last = last.max(k.value());
+        }
+        Ok(Id(last))
+    }
+
     /// The oldest pending delivery (ids are creation-ordered).
     pub fn oldest_pending(&self) -> Result<Option<Id>, StoreError> {
         let txn = self.db.begin_read()?;

@@ -267,7 +267,7 @@ fn spawn_inner(
         ops_rx,
         enqueued_tx,
         metrics,
-        ids: IdGen::default(),
+        ids: IdGen::after(store.last_id().unwrap_or(Id(0))),
         healthy: healthy.clone(),
         max_bytes,
         used_bytes: used_bytes.clone(),
