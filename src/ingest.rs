@@ -378,7 +378,8 @@ impl Ingest {
                     ids.first()
                         .and_then(|id| self.store.delivery(*id).ok().flatten())
                         .map(|r| r.status.as_str())
-                        .unwrap_or("pending")
+                        // The original was pruned (store.retention shorter than the window).
+                        .unwrap_or("pruned")
                 } else {
                     "pending"
                 };

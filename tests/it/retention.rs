@@ -52,3 +52,25 @@ async fn pending_deliveries_are_never_pruned() {
     assert_eq!(d["status"], "pending");
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_duplicate_of_a_pruned_delivery_says_so() {
+    let receiver = Receiver::ok().await;
+    let sidecar =
+        Sidecar::start("[store]\nretention = \"100ms\"\n[idempotency]\nwindow = \"1h\"\n").await;
+    let target = receiver.url("/kept-key");
+    let (status, first) = sidecar.send(&target, "{}", Some("outlives")).await;
+    assert_eq!(status, 202);
+    let id = first["id"].as_str().unwrap().to_string();
+    sidecar.wait_status(&id, "delivered").await;
+    wait_for("the delivery to be pruned", || async {
+        let (status, _) = sidecar.get_json(&format!("/v1/deliveries/{id}")).await;
+        (status == 404).then_some(())
+    })
+    .await;
+    let (status, again) = sidecar.send(&target, "{}", Some("outlives")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["status"], "pruned");
+    assert_eq!(again["duplicate"], true);
+}
