@@ -341,6 +341,24 @@ enum Reply {
 }
 
 impl Reply {
+    /// Hands the answer to its caller; for an ingest, returns when the request arrived (for
+    /// the ack-latency histogram).
+    fn send(self) -> Option<Instant> {
+        match self {
+            Reply::Ingest(tx, r, received) => {
+                let _ = tx.send(r);
+                return Some(received);
+            }
+            Reply::Attempt(tx, r) => drop(tx.send(r)),
+            Reply::Prune(tx, r) => drop(tx.send(r)),
+            Reply::Unit(tx, r) => drop(tx.send(r)),
+            Reply::Cancel(tx, r) => drop(tx.send(r)),
+            Reply::Replay(tx, r) => drop(tx.send(r)),
+            Reply::Pause(tx, r) => drop(tx.send(r)),
+        }
+        None
+    }
+
     fn fail(self, e: &StoreError) {
         let err = || StoreError::CommitFailed(e.to_string());
         match self {
@@ -466,15 +484,7 @@ impl Writer {
         let refused = self.refuse_when_disk_is_full(batch, &mut replies);
         if batch.is_empty() {
             for reply in replies {
-                match reply {
-                    Reply::Ingest(tx, r, _) => drop(tx.send(r)),
-                    Reply::Attempt(tx, r) => drop(tx.send(r)),
-                    Reply::Prune(tx, r) => drop(tx.send(r)),
-                    Reply::Unit(tx, r) => drop(tx.send(r)),
-                    Reply::Cancel(tx, r) => drop(tx.send(r)),
-                    Reply::Replay(tx, r) => drop(tx.send(r)),
-                    Reply::Pause(tx, r) => drop(tx.send(r)),
-                }
+                reply.send();
             }
             return;
         }
@@ -544,19 +554,10 @@ impl Writer {
                     let _ = self.enqueued_tx.send(enqueued);
                 }
                 for reply in replies {
-                    match reply {
-                        Reply::Ingest(tx, r, received) => {
-                            self.metrics
-                                .ack_duration
-                                .observe(received.elapsed().as_secs_f64());
-                            let _ = tx.send(r);
-                        }
-                        Reply::Attempt(tx, r) => drop(tx.send(r)),
-                        Reply::Prune(tx, r) => drop(tx.send(r)),
-                        Reply::Unit(tx, r) => drop(tx.send(r)),
-                        Reply::Cancel(tx, r) => drop(tx.send(r)),
-                        Reply::Replay(tx, r) => drop(tx.send(r)),
-                        Reply::Pause(tx, r) => drop(tx.send(r)),
+                    if let Some(received) = reply.send() {
+                        self.metrics
+                            .ack_duration
+                            .observe(received.elapsed().as_secs_f64());
                     }
                 }
             }
