@@ -378,6 +378,23 @@ impl Sidecar {
             .unwrap_or(0.0)
     }
 
+    /// Waits until nothing is pending or in flight; false if `limit` passed first.
+    async fn wait_drained(&self, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let m = self.metrics().await;
+            let left = metric(&m, "hookrelay_queue_depth{status=\"pending\"}")
+                + metric(&m, "hookrelay_queue_depth{status=\"in_progress\"}");
+            if left == 0.0 {
+                return true;
+            }
+            if t0.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// User plus system CPU seconds of the sidecar process so far.
     fn cpu_secs(&self) -> f64 {
         let stat =
@@ -522,6 +539,23 @@ async fn load(
     result
 }
 
+/// A baseline's req/s: warm `concurrency` connections, then load for `window`.
+async fn baseline_rate(url: &str, concurrency: usize, window: Duration) -> f64 {
+    let http = client(concurrency);
+    load(
+        &http,
+        url,
+        concurrency,
+        None,
+        Some(concurrency as u64 * 2),
+        false,
+    )
+    .await;
+    load(&http, url, concurrency, Some(window), None, false)
+        .await
+        .rate()
+}
+
 fn client(pool: usize) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -573,14 +607,8 @@ async fn ingest_section(
             }
             sidecar.stop();
 
-            let http = client(c);
             let url = format!("http://127.0.0.1:{baseline_a}/http://127.0.0.1:{receiver}/hook");
-            load(&http, &url, c, None, Some(c as u64 * 2), false).await;
-            base.push(
-                load(&http, &url, c, Some(opts.window()), None, false)
-                    .await
-                    .rate(),
-            );
+            base.push(baseline_rate(&url, c, opts.window()).await);
         }
         let (hr, base) = (median(hr), median(base));
         report.add(
@@ -684,14 +712,8 @@ async fn end_to_end_section(
         rstate.record.store(false, Ordering::Relaxed);
         sidecar.stop();
 
-        let http = client(c);
         let url = format!("http://127.0.0.1:{receiver}/direct");
-        load(&http, &url, c, None, Some(128), false).await;
-        base.push(
-            load(&http, &url, c, Some(opts.window()), None, false)
-                .await
-                .rate(),
-        );
+        base.push(baseline_rate(&url, c, opts.window()).await);
     }
     let (rate, base) = (median(rates), median(base));
     report.add(
@@ -776,19 +798,10 @@ async fn backlog_section(opts: &Opts, bin: &Path, report: &mut Report, receiver:
     );
     let t0 = Instant::now();
     sidecar.admin_post("/v1/resume").await;
-    loop {
-        let m = sidecar.metrics().await;
-        let left = metric(&m, "hookrelay_queue_depth{status=\"pending\"}")
-            + metric(&m, "hookrelay_queue_depth{status=\"in_progress\"}");
-        if left == 0.0 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3600),
-            "backlog never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        sidecar.wait_drained(Duration::from_secs(3600)).await,
+        "backlog never drained"
+    );
     let drain = t0.elapsed().as_secs_f64();
     report.add(
         "backlog",
@@ -827,15 +840,7 @@ async fn storm_section(
     let m0 = sidecar.metrics().await;
     let t0 = Instant::now();
     sidecar.admin_post("/v1/resume").await;
-    loop {
-        let m = sidecar.metrics().await;
-        let left = metric(&m, "hookrelay_queue_depth{status=\"pending\"}")
-            + metric(&m, "hookrelay_queue_depth{status=\"in_progress\"}");
-        if left == 0.0 || t0.elapsed() > Duration::from_secs(1800) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sidecar.wait_drained(Duration::from_secs(1800)).await;
     let secs = t0.elapsed().as_secs_f64();
     let m1 = sidecar.metrics().await;
     let cpu = sidecar.cpu_secs() - cpu0;
