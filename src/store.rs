@@ -11,14 +11,15 @@
 //! - `by_status`   (status, id) -> (), for listings without a scan
 //! - `attempts`    (id, number) -> Attempt
 //! - `finished`    (finished_at, id) -> (), for retention pruning
-//! - `idempotency` sha256(scope, key) -> IdemRecord
-//! - `idem_expiry` (expires_at, sha256) -> (), for pruning
+//! - `idem_keys`   (expires_at, sha256(scope, key)) -> IdemRecord; the writer finds a key's
+//!   row through its in-memory index (`idem.rs`), so this table too is appended to at its end
 //! - `batches`     batch id -> BatchRecord (replay audit trail, dry runs included)
 //! - `host_pauses` host -> PauseRecord, one row per paused host
 //! - `meta`        name -> bytes: `schema_version`, `counts` (deliveries per stored state, kept
 //!   by the writer in the same transaction as every state change), `pause` (the global pause),
 //!   `disabled_endpoints` (endpoints a 410 disabled)
 
+pub mod idem;
 pub mod query;
 pub mod space;
 pub mod writer;
@@ -37,9 +38,11 @@ pub(crate) const DUE: TableDefinition<(u64, u128), &str> = TableDefinition::new(
 pub(crate) const BY_STATUS: TableDefinition<(u8, u128), ()> = TableDefinition::new("by_status");
 pub(crate) const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
 pub(crate) const FINISHED: TableDefinition<(u64, u128), ()> = TableDefinition::new("finished");
-pub(crate) const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> =
-    TableDefinition::new("idempotency");
-pub(crate) const IDEM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
+pub(crate) const IDEM_KEYS: TableDefinition<(u64, &[u8; 32]), &[u8]> =
+    TableDefinition::new("idem_keys");
+/// Schema 1 and 2 kept claims keyed by hash, with a separate expiry index; moved at open.
+const LEGACY_IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("idempotency");
+const LEGACY_IDEM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
     TableDefinition::new("idem_expiry");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `meta` key: the named endpoints disabled by a 410, as a set of names.
@@ -55,8 +58,9 @@ pub(crate) const META_PAUSE: &str = "pause";
 const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// The layout version written into `meta`; a newer file is refused rather than misread.
-/// 2 added `batches`, `host_pauses` and the `counts`/`pause` meta rows (1 is upgraded at open).
-const SCHEMA_VERSION: u32 = 2;
+/// 2 added `batches`, `host_pauses` and the `counts`/`pause` meta rows; 3 replaced
+/// `idempotency` and `idem_expiry` with `idem_keys`. Older files are upgraded at open.
+const SCHEMA_VERSION: u32 = 3;
 /// The first byte of every encoded record.
 const RECORD_VERSION: u8 = 1;
 
@@ -186,8 +190,7 @@ impl Store {
             txn.open_table(BY_STATUS)?;
             txn.open_table(ATTEMPTS)?;
             txn.open_table(FINISHED)?;
-            txn.open_table(IDEMPOTENCY)?;
-            txn.open_table(IDEM_EXPIRY)?;
+            txn.open_table(IDEM_KEYS)?;
             txn.open_table(BATCHES)?;
             txn.open_table(HOST_PAUSES)?;
             let mut meta = txn.open_table(META)?;
@@ -202,8 +205,13 @@ impl Store {
                     )));
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
+                Some(2) => {
+                    move_legacy_idempotency(&txn)?;
+                    meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
+                }
                 // New file, or schema 1: the tables above now exist; counts are computed once.
                 _ => {
+                    move_legacy_idempotency(&txn)?;
                     let counts = count_index(&txn.open_table(BY_STATUS)?)?;
                     meta.insert(META_COUNTS, encode(&counts).as_slice())?;
                     meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
@@ -314,6 +322,19 @@ impl Store {
         Ok(Id(last))
     }
 
+    /// The writer's index of stored idempotency claims, rebuilt from the keys of `idem_keys`.
+    pub(crate) fn idem_index(&self) -> Result<idem::IdemIndex, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDEM_KEYS)?;
+        let mut index = idem::IdemIndex::default();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let (at, hash) = k.value();
+            index.insert(hash, at);
+        }
+        Ok(index)
+    }
+
     /// The oldest pending delivery (ids are creation-ordered).
     pub fn oldest_pending(&self) -> Result<Option<Id>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -382,6 +403,26 @@ impl Store {
     }
 }
 
+/// Moves the claims of a schema 1 or 2 file (hash -> claim, plus an expiry index) into
+/// `idem_keys` and drops the old tables (a new file has none: they are created empty and dropped).
+fn move_legacy_idempotency(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    {
+        let old = txn.open_table(LEGACY_IDEMPOTENCY)?;
+        let expiry = txn.open_table(LEGACY_IDEM_EXPIRY)?;
+        let mut keys = txn.open_table(IDEM_KEYS)?;
+        for row in expiry.iter()? {
+            let (k, _) = row?;
+            let (at, hash) = k.value();
+            if let Some(claim) = old.get(hash)? {
+                keys.insert((at, hash), claim.value())?;
+            }
+        }
+    }
+    txn.delete_table(LEGACY_IDEMPOTENCY)?;
+    txn.delete_table(LEGACY_IDEM_EXPIRY)?;
+    Ok(())
+}
+
 /// Counts the `by_status` index: used once, when a store is created or upgraded.
 fn count_index(table: &impl ReadableTable<(u8, u128), ()>) -> Result<Counts, StoreError> {
     let mut counts = Counts::default();
@@ -440,6 +481,51 @@ mod tests {
         drop(Store::open(dir.path()).unwrap());
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.for_each_due(|_| {}).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_schema_2_store_keeps_its_idempotency_claims_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let claim = IdemRecord {
+            body_hash: [7; 32],
+            expires_at: 5_000,
+            event_id: None,
+            deliveries: vec![Id(42)],
+        };
+        let hash = [9u8; 32];
+        // Make it look like a schema 2 file: claims keyed by hash plus an expiry index.
+        let txn = store.db.begin_write().unwrap();
+        {
+            txn.delete_table(IDEM_KEYS).unwrap();
+            let mut old = txn.open_table(LEGACY_IDEMPOTENCY).unwrap();
+            old.insert(&hash, encode(&claim).as_slice()).unwrap();
+            let mut expiry = txn.open_table(LEGACY_IDEM_EXPIRY).unwrap();
+            expiry.insert((5_000, &hash), ()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", encode(&2u32).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let index = store.idem_index().unwrap();
+        assert_eq!(index.candidates(&hash).collect::<Vec<_>>(), vec![5_000]);
+        let txn = store.db.begin_read().unwrap();
+        let keys = txn.open_table(IDEM_KEYS).unwrap();
+        let moved = keys.get((5_000, &hash)).unwrap().unwrap();
+        assert_eq!(
+            decode::<IdemRecord>("idem_keys", moved.value()).unwrap(),
+            claim
+        );
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        assert!(!tables.contains(&"idempotency".to_string()), "{tables:?}");
+        assert!(!tables.contains(&"idem_expiry".to_string()), "{tables:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::Instant;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::idem::{Change, IdemIndex};
 use super::space::{free_space, has_room};
 use super::*;
 use crate::clock;
@@ -268,6 +269,10 @@ fn spawn_inner(
         enqueued_tx,
         metrics,
         ids: IdGen::after(store.last_id().unwrap_or(Id(0))),
+        idem: store
+            .idem_index()
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        idem_undo: Vec::new(),
         healthy: healthy.clone(),
         max_bytes,
         used_bytes: used_bytes.clone(),
@@ -296,6 +301,10 @@ struct Writer {
     metrics: Metrics,
     /// Only the writer assigns delivery ids, so they are strictly increasing on disk.
     ids: IdGen,
+    /// Where each stored idempotency claim is (see `idem.rs`); only this thread uses it.
+    idem: IdemIndex,
+    /// The index changes of the batch being applied, undone if its commit fails.
+    idem_undo: Vec<Change>,
     healthy: Arc<AtomicBool>,
     store: Store,
     /// `store.max_bytes`; 0 turns measuring off.
@@ -488,6 +497,7 @@ impl Writer {
             }
             return;
         }
+        self.idem_undo.clear();
         let result = (|| -> Result<(), StoreError> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -562,6 +572,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.idem.revert(&mut self.idem_undo);
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!(error = %e, batch = size, "store commit failed; the batch is refused");
                 for reply in replies {
@@ -594,7 +605,17 @@ impl Writer {
                 now,
                 retention_ms,
                 reply,
-            } => Reply::Prune(reply, prune(txn, now, retention_ms, delta)),
+            } => Reply::Prune(
+                reply,
+                prune(
+                    txn,
+                    now,
+                    retention_ms,
+                    delta,
+                    &mut self.idem,
+                    &mut self.idem_undo,
+                ),
+            ),
             WriteOp::Cancel(id, tx) => Reply::Cancel(tx, operator::cancel(txn, id, delta)),
             WriteOp::Replay(w, tx) => {
                 Reply::Replay(tx, operator::replay(txn, &mut self.ids, w, enqueued, delta))
@@ -620,12 +641,14 @@ impl Writer {
     ) -> Result<IngestResult, StoreError> {
         let now = clock::now_ms();
         if let Some(claim) = &w.idem {
-            let existing = t
-                .idempotency
-                .get(&claim.key)?
-                .map(|v| decode::<IdemRecord>("idempotency", v.value()))
-                .transpose()?;
-            if let Some(found) = existing {
+            let mut stored = None;
+            for at in self.idem.candidates(&claim.key) {
+                if let Some(v) = t.idem_keys.get((at, &claim.key))? {
+                    stored = Some((at, decode::<IdemRecord>("idem_keys", v.value())?));
+                    break;
+                }
+            }
+            if let Some((at, found)) = stored {
                 if found.expires_at > now {
                     return Ok(if found.body_hash == claim.body_hash {
                         IngestResult::Duplicate {
@@ -637,7 +660,9 @@ impl Writer {
                     });
                 }
                 // Expired but not yet pruned: the key is free again.
-                t.idem_expiry.remove((found.expires_at, &claim.key))?;
+                t.idem_keys.remove((at, &claim.key))?;
+                self.idem
+                    .apply(Change::Removed(claim.key, at), &mut self.idem_undo);
             }
         }
         let mut ids = Vec::with_capacity(w.deliveries.len());
@@ -662,9 +687,12 @@ impl Writer {
                 event_id: w.event_id,
                 deliveries: ids.clone(),
             };
-            t.idempotency
-                .insert(&claim.key, encode(&record).as_slice())?;
-            t.idem_expiry.insert((claim.expires_at, &claim.key), ())?;
+            t.idem_keys
+                .insert((claim.expires_at, &claim.key), encode(&record).as_slice())?;
+            self.idem.apply(
+                Change::Added(claim.key, claim.expires_at),
+                &mut self.idem_undo,
+            );
         }
         Ok(IngestResult::Created {
             event_id: w.event_id,
@@ -681,8 +709,7 @@ struct HotTables<'t> {
     by_status: redb::Table<'t, (u8, u128), ()>,
     attempts: redb::Table<'t, (u128, u32), &'static [u8]>,
     finished: redb::Table<'t, (u64, u128), ()>,
-    idempotency: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
-    idem_expiry: redb::Table<'t, (u64, &'static [u8; 32]), ()>,
+    idem_keys: redb::Table<'t, (u64, &'static [u8; 32]), &'static [u8]>,
 }
 
 impl<'t> HotTables<'t> {
@@ -694,8 +721,7 @@ impl<'t> HotTables<'t> {
             by_status: txn.open_table(BY_STATUS)?,
             attempts: txn.open_table(ATTEMPTS)?,
             finished: txn.open_table(FINISHED)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            idem_expiry: txn.open_table(IDEM_EXPIRY)?,
+            idem_keys: txn.open_table(IDEM_KEYS)?,
         })
     }
 }
@@ -777,24 +803,25 @@ fn prune(
     now: u64,
     retention_ms: u64,
     delta: &mut CountDelta,
+    idem: &mut IdemIndex,
+    undo: &mut Vec<Change>,
 ) -> Result<PruneResult, StoreError> {
     let mut result = PruneResult::default();
     {
-        let mut expiry = txn.open_table(IDEM_EXPIRY)?;
-        let mut idem = txn.open_table(IDEMPOTENCY)?;
+        let mut keys = txn.open_table(IDEM_KEYS)?;
         let mut expired = Vec::new();
-        for row in expiry.range((0, &[0u8; 32])..)? {
+        for row in keys.range((0, &[0u8; 32])..)? {
             let (k, _) = row?;
-            let (at, key) = k.value();
+            let (at, hash) = k.value();
             if at > now || expired.len() >= PRUNE_LIMIT {
                 result.next_due = Some(at);
                 break;
             }
-            expired.push((at, *key));
+            expired.push((at, *hash));
         }
-        for (at, key) in &expired {
-            expiry.remove((*at, key))?;
-            idem.remove(key)?;
+        for (at, hash) in &expired {
+            keys.remove((*at, hash))?;
+            idem.apply(Change::Removed(*hash, *at), undo);
         }
         result.idempotency = expired.len();
     }
