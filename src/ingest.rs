@@ -24,7 +24,7 @@ use crate::clock;
 use crate::config::{Config, Endpoint};
 use crate::egress::{EgressPolicy, Mode};
 use crate::metrics::Metrics;
-use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, host_key};
+use crate::model::{DeliveryId, DeliveryRecord, EventId, Id, Payload, url_host_key};
 use crate::schedule::Backlog;
 use crate::store::writer::{IdemClaim, IngestResult, IngestWrite, NewDelivery, WriterHandle};
 use crate::store::{Store, encode};
@@ -127,7 +127,7 @@ impl Ingest {
                     Route::Endpoint { name, .. } => Some(name.clone()),
                     _ => None,
                 };
-                self.check_egress(target)?;
+                let url = self.check_egress(target)?;
                 // What must match for a repeat to be the same request: the body, and for
                 // endpoints also the path after the endpoint name.
                 let (scope, rest) = match &route {
@@ -151,7 +151,7 @@ impl Ingest {
                         .map(|k| self.claim(&scope, k, &[rest.as_bytes(), &body], now)),
                     event_id: None,
                     deliveries: vec![NewDelivery {
-                        host: host_key(target),
+                        host: url_host_key(&url),
                         next_at: now,
                         record: encode(&record),
                         payload: encode(&Payload { headers, body }),
@@ -202,8 +202,9 @@ impl Ingest {
                 ),
             ));
         }
+        let mut hosts = Vec::with_capacity(targets.len());
         for ep in &targets {
-            self.check_egress(ep.url.as_str())?;
+            hosts.push(url_host_key(&self.check_egress(ep.url.as_str())?));
         }
         let event_id = Id::random(now);
         let event_body =
@@ -218,7 +219,8 @@ impl Ingest {
         });
         let deliveries = targets
             .iter()
-            .map(|ep| {
+            .zip(hosts)
+            .map(|(ep, host)| {
                 let target = ep.url.to_string();
                 let record = DeliveryRecord::pending(
                     "POST".into(),
@@ -230,7 +232,7 @@ impl Ingest {
                     event_body.len(),
                 );
                 NewDelivery {
-                    host: host_key(&target),
+                    host,
                     next_at: now,
                     record: encode(&record),
                     payload: payload.clone(),
@@ -248,11 +250,12 @@ impl Ingest {
     }
 
     /// The egress guard at ingest: a denied IP literal (or http:// under `https_only`) is
-    /// refused before anything is stored. Names are checked when they are resolved.
-    fn check_egress(&self, target: &str) -> Result<(), Reject> {
+    /// refused before anything is stored. Names are checked when they are resolved. Returns
+    /// the parsed target.
+    fn check_egress(&self, target: &str) -> Result<url::Url, Reject> {
         let url = request::validate_target(target)?;
         let Err(denied) = self.egress.check_url(&url) else {
-            return Ok(());
+            return Ok(url);
         };
         let action = match self.egress.mode {
             Mode::Enforce => "blocked",
@@ -264,7 +267,7 @@ impl Ingest {
             .inc();
         tracing::warn!(target, reason = %denied, action, "egress guard");
         match self.egress.mode {
-            Mode::Report => Ok(()),
+            Mode::Report => Ok(url),
             Mode::Enforce => Err(Reject::new(
                 403,
                 "target_forbidden",
@@ -361,16 +364,29 @@ impl Ingest {
             .ingest(if duplicate { "duplicate" } else { "accepted" });
         let id_strings: Vec<String> = ids.iter().map(|id| DeliveryId(*id).to_string()).collect();
         let mut extra = vec![("hookrelay-delivery-id", id_strings.join(", "))];
+        // Fields in alphabetical order: the order these bodies have always had.
+        #[derive(serde::Serialize)]
+        struct EventAck<'a> {
+            deliveries: &'a [String],
+            duplicate: bool,
+            event_id: Option<String>,
+        }
+        #[derive(serde::Serialize)]
+        struct Ack<'a> {
+            duplicate: bool,
+            id: Option<&'a String>,
+            status: &'a str,
+        }
         let body = match route {
             Route::Envelope => {
                 let event = event_id.map(|e| EventId(e).to_string());
                 if let Some(e) = &event {
                     extra.push(("hookrelay-event-id", e.clone()));
                 }
-                serde_json::json!({
-                    "event_id": event,
-                    "deliveries": id_strings,
-                    "duplicate": duplicate,
+                serde_json::to_vec(&EventAck {
+                    deliveries: &id_strings,
+                    duplicate,
+                    event_id: event,
                 })
             }
             _ => {
@@ -383,18 +399,14 @@ impl Ingest {
                 } else {
                     "pending"
                 };
-                serde_json::json!({
-                    "id": id_strings.first(),
-                    "status": current,
-                    "duplicate": duplicate,
+                serde_json::to_vec(&Ack {
+                    duplicate,
+                    id: id_strings.first(),
+                    status: current,
                 })
             }
         };
-        json_response(
-            status,
-            serde_json::to_vec(&body).unwrap_or_default(),
-            &extra,
-        )
+        json_response(status, body.unwrap_or_default(), &extra)
     }
 }
 

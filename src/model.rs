@@ -278,13 +278,18 @@ impl DeliveryRecord {
 /// targets, which ingest validated).
 pub fn host_key(target: &str) -> String {
     match url::Url::parse(target) {
-        Ok(u) => format!(
-            "{}:{}",
-            u.host_str().unwrap_or_default().to_ascii_lowercase(),
-            u.port_or_known_default().unwrap_or(0)
-        ),
+        Ok(u) => url_host_key(&u),
         Err(_) => String::new(),
     }
+}
+
+/// [`host_key`] of a URL already parsed.
+pub fn url_host_key(u: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or_default().to_ascii_lowercase(),
+        u.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// The request as it will be sent: written once at ingest, never rewritten.

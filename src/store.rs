@@ -126,10 +126,12 @@ pub struct DueEntry<'a> {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
-    // postcard cannot fail on these types except out of memory.
-    out.extend(postcard::to_stdvec(value).expect("record encoding"));
-    out
+    // Sized first, so a payload is written once into one allocation. postcard cannot fail on
+    // these types except out of memory.
+    let size = postcard::experimental::serialized_size(value).unwrap_or(0);
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(RECORD_VERSION);
+    postcard::to_extend(value, out).expect("record encoding")
 }
 
 pub fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {

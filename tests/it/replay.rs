@@ -2,6 +2,7 @@
 //! reasons, the size limit, the audit trail, and replayed webhooks arriving.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -19,6 +20,13 @@ fn created(batch: &Value) -> Vec<(String, Value)> {
             )
         })
         .collect()
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 #[tokio::test]
@@ -45,6 +53,11 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
             .await;
         assert_eq!(status, 202);
         failed.push(j["id"].as_str().unwrap().to_string());
+        // `since` below has millisecond precision: give each delivery its own millisecond.
+        let acked = now_ms();
+        while now_ms() == acked {
+            tokio::task::yield_now().await;
+        }
     }
     let (_, fine) = sidecar.send(&receiver.url("/fine"), "{}", None).await;
     let fine = fine["id"].as_str().unwrap().to_string();
