@@ -59,12 +59,9 @@ fn prefix(hash: &[u8; 32]) -> u64 {
 }
 
 impl IdemIndex {
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.first.len() + self.more.values().map(Vec::len).sum::<usize>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.first.is_empty()
     }
 
     /// The expiry times of the claims whose hash starts like `hash`.

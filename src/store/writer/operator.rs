@@ -166,17 +166,17 @@ pub fn replay(
             let id = ids.next(now);
             let host = r.host();
             let record = DeliveryRecord {
-                status: Status::Pending,
-                created_at: now,
-                updated_at: now,
-                next_attempt_at: Some(now),
-                attempt_count: 0,
-                last_classification: None,
-                last_status_code: None,
-                finished_at: None,
                 replay_of: Some(source),
                 batch_id: Some(batch_id),
-                ..r
+                ..DeliveryRecord::pending(
+                    r.method,
+                    r.target,
+                    r.endpoint,
+                    r.event_id,
+                    r.idempotency_key,
+                    now,
+                    r.body_len as usize,
+                )
             };
             deliveries.insert(id.0, encode(&record).as_slice())?;
             payloads.insert(id.0, payload.as_slice())?;
