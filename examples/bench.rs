@@ -4,6 +4,8 @@
 //! cargo run --release --example bench                 # full run (several minutes; 1,000,000-backlog included)
 //! cargo run --release --example bench -- --quick      # small version, under a minute (CI runs this)
 //! cargo run --release --example bench -- --json out.json
+//! cargo run --release --example bench -- --only ingest --concurrency 64   # one ingest level
+//! HOOKRELAY_BENCH_BIN=/path/to/other/hookrelay cargo run --release --example bench   # another build
 //! ```
 //!
 //! It builds and starts the release `hookrelay` binary with a fresh temporary data directory
@@ -32,6 +34,8 @@ struct Opts {
     json: Option<PathBuf>,
     /// Run only these sections (ingest, e2e, backlog, storm); all when empty.
     only: Vec<String>,
+    /// The ingest section's concurrency levels.
+    concurrency: Vec<usize>,
 }
 
 impl Opts {
@@ -40,6 +44,7 @@ impl Opts {
             quick: false,
             json: None,
             only: Vec::new(),
+            concurrency: vec![1, 16, 64, 256],
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -52,9 +57,18 @@ impl Opts {
                         .split(',')
                         .map(str::to_string),
                 ),
+                "--concurrency" => {
+                    let list = args.next().unwrap_or_default();
+                    opts.concurrency = list.split(',').filter_map(|c| c.parse().ok()).collect();
+                    if opts.concurrency.is_empty() || opts.concurrency.contains(&0) {
+                        eprintln!("bench: --concurrency wants a list like 16,64");
+                        std::process::exit(2);
+                    }
+                }
                 "-h" | "--help" => {
                     println!(
-                        "usage: bench [--quick] [--json FILE] [--only ingest,e2e,backlog,storm]"
+                        "usage: bench [--quick] [--json FILE] [--only ingest,e2e,backlog,storm] \
+                         [--concurrency 1,16,64,256]"
                     );
                     std::process::exit(0);
                 }
@@ -281,7 +295,18 @@ struct Sidecar {
     http: reqwest::Client,
 }
 
+/// The sidecar to measure: `HOOKRELAY_BENCH_BIN` when set (to compare two builds in one
+/// session), otherwise this checkout's release build, built first.
 fn sidecar_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HOOKRELAY_BENCH_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "HOOKRELAY_BENCH_BIN is not a file: {}",
+            bin.display()
+        );
+        return bin;
+    }
     // The example lives in target/release/examples/; the binary one level up.
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("hookrelay");
@@ -575,7 +600,7 @@ async fn ingest_section(
     baseline_a: u16,
     receiver: u16,
 ) {
-    for c in [1usize, 16, 64, 256] {
+    for &c in &opts.concurrency {
         let (mut hr, mut base, mut p50, mut p99, mut max, mut per_fsync, mut batch) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..opts.runs() {
