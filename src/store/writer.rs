@@ -666,17 +666,18 @@ impl Writer {
             }
         }
         let mut ids = Vec::with_capacity(w.deliveries.len());
-        for d in &w.deliveries {
+        for d in w.deliveries {
             let id = self.ids.next(now);
             t.deliveries.insert(id.0, d.record.as_slice())?;
             t.payloads.insert(id.0, d.payload.as_slice())?;
             t.due.insert((d.next_at, id.0), d.host.as_str())?;
             t.by_status.insert((Status::Pending.code(), id.0), ())?;
             delta.add(Status::Pending, 1);
+            // The host moves on to the scheduler: no copy made (and freed) on this thread.
             enqueued.push(Enqueued {
                 next_at: d.next_at,
                 id,
-                host: d.host.clone(),
+                host: d.host,
             });
             ids.push(id);
         }
