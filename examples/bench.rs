@@ -8,7 +8,8 @@
 //! HOOKRELAY_BENCH_BIN=/path/to/other/hookrelay cargo run --release --example bench   # another build
 //! ```
 //!
-//! It builds and starts the release `hookrelay` binary with a fresh temporary data directory
+//! It builds and starts the release `hookrelay` binary (or the one `HOOKRELAY_BENCH_BIN` names,
+//! printed in the header line) with a fresh temporary data directory
 //! and default durability, a minimal receiver answering 200, baseline A (a pingora server that
 //! reads the same body and answers 202 without storing) and baseline B (reqwest posting the
 //! same bodies straight to the receiver). Its own load generator sends 1 KiB JSON bodies with
@@ -59,10 +60,18 @@ impl Opts {
                 ),
                 "--concurrency" => {
                     let list = args.next().unwrap_or_default();
-                    opts.concurrency = list.split(',').filter_map(|c| c.parse().ok()).collect();
-                    if opts.concurrency.is_empty() || opts.concurrency.contains(&0) {
-                        eprintln!("bench: --concurrency wants a list like 16,64");
-                        std::process::exit(2);
+                    let parsed: Result<Vec<usize>, _> =
+                        list.split(',').map(|c| c.trim().parse::<usize>()).collect();
+                    match parsed {
+                        Ok(levels) if !levels.is_empty() && !levels.contains(&0) => {
+                            opts.concurrency = levels
+                        }
+                        _ => {
+                            eprintln!(
+                                "bench: --concurrency wants positive numbers like 16,64, got {list:?}"
+                            );
+                            std::process::exit(2);
+                        }
                     }
                 }
                 "-h" | "--help" => {
@@ -299,13 +308,18 @@ struct Sidecar {
 /// session), otherwise this checkout's release build, built first.
 fn sidecar_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("HOOKRELAY_BENCH_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "HOOKRELAY_BENCH_BIN is not a file: {}",
-            bin.display()
-        );
-        return bin;
+        // Absolute, so the file checked is the file started (a bare name would go through PATH).
+        return match std::fs::canonicalize(&bin) {
+            Ok(bin) if bin.is_file() => bin,
+            _ => {
+                let bin = PathBuf::from(bin);
+                eprintln!(
+                    "bench: HOOKRELAY_BENCH_BIN is not a file: {}",
+                    bin.display()
+                );
+                std::process::exit(2);
+            }
+        };
     }
     // The example lives in target/release/examples/; the binary one level up.
     let exe = std::env::current_exe().unwrap();
@@ -922,10 +936,11 @@ async fn main() {
     let baseline_a = start_baseline_a(2);
     let mut report = Report::default();
     println!(
-        "hookrelay bench ({}): {} runs per figure, median reported, {:?} windows",
+        "hookrelay bench ({}): {} runs per figure, median reported, {:?} windows; sidecar {}",
         if opts.quick { "quick" } else { "full" },
         opts.runs(),
-        opts.window()
+        opts.window(),
+        bin.display()
     );
     println!(
         "| section    | figure                                       |        value | unit     | note |"
