@@ -19,7 +19,9 @@ use crate::clock;
 use crate::config::{Config, Endpoint};
 use crate::health::EndpointGate;
 use crate::metrics::Metrics;
-use crate::model::{Attempt, Classification, DeliveryId, DeliveryRecord, Id, Payload, Status};
+use crate::model::{
+    Attempt, Classification, DeliveryId, DeliveryRecord, Id, Payload, Status, url_host_key,
+};
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sender::{OutgoingRequest, Sender};
 use crate::sign;
@@ -120,9 +122,12 @@ impl Deliverer {
             .and_then(|name| self.endpoints.get(name));
         let policy = endpoint.map_or(&self.retry, |e| &e.retry);
 
+        // Parsed once: the request, the egress check and the host key all use it.
+        let target = url::Url::parse(&record.target).ok();
+        let host = target.as_ref().map(url_host_key).unwrap_or_default();
         let started_at = clock::now_ms();
         let t0 = Instant::now();
-        let result = match self.build_request(id, &record, payload, endpoint) {
+        let result = match self.build_request(id, &record, target, payload, endpoint) {
             Ok(req) => self.sender.send(req).await,
             Err(e) => Err(e),
         };
@@ -225,7 +230,7 @@ impl Deliverer {
             .writer
             .attempt(AttemptWrite {
                 id,
-                host: record.host(),
+                host,
                 attempt,
                 next,
             })
@@ -254,12 +259,15 @@ impl Deliverer {
         &self,
         id: Id,
         record: &DeliveryRecord,
+        target: Option<url::Url>,
         payload: Payload,
         endpoint: Option<&Endpoint>,
     ) -> Result<OutgoingRequest, SendError> {
         let invalid = |m: String| SendError::InvalidRequest(m);
         let method = Method::from_bytes(record.method.as_bytes())
             .map_err(|_| invalid(format!("bad method {}", record.method)))?;
+        // Ingest validated every stored target; a record that fails here was not written by it.
+        let url = target.ok_or_else(|| invalid(format!("bad target URL {}", record.target)))?;
         let mut headers = Vec::with_capacity(payload.headers.len() + 4);
         for (name, value) in &payload.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -292,7 +300,7 @@ impl Deliverer {
         }
         Ok(OutgoingRequest {
             method,
-            url: record.target.clone(),
+            url,
             headers,
             body: Bytes::from(payload.body),
             timeout: endpoint.map_or(self.timeout, |e| e.timeout),

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct OutgoingRequest {
     pub method: Method,
-    pub url: String,
+    pub url: url::Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub timeout: Duration,
@@ -88,17 +88,14 @@ impl Sender for ReqwestSender {
     async fn send(&self, req: OutgoingRequest) -> Result<SentResponse, SendError> {
         // IP literals never reach the resolver: check them here. Ingest checked them too, but
         // the policy may have changed since the webhook was stored.
-        if let Ok(url) = url::Url::parse(&req.url) {
-            let checked = self.egress.check_url(&url);
-            if let Err(denied) = checked
-                && !allow_anyway(&self.egress, &self.metrics, &denied)
-            {
-                return Err(SendError::EgressBlocked(denied.to_string()));
-            }
+        if let Err(denied) = self.egress.check_url(&req.url)
+            && !allow_anyway(&self.egress, &self.metrics, &denied)
+        {
+            return Err(SendError::EgressBlocked(denied.to_string()));
         }
         let mut builder = self
             .client
-            .request(req.method, &req.url)
+            .request(req.method, req.url)
             .timeout(req.timeout)
             .body(req.body);
         for (name, value) in req.headers {
