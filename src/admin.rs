@@ -162,10 +162,31 @@ pub fn router(state: AdminState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(run_to_completion))
         // After the auth layer: the dashboard's files hold no data, and the page must load to
         // ask for the token. Its API calls go through the layer like any client's.
         .merge(ui::router())
         .with_state(state)
+}
+
+/// Runs every change an operator asks for to its end, even if the client goes away meanwhile.
+/// hyper drops a handler whose connection closed; a cancel, pause or endpoint enable dropped
+/// between its store write and its word to the scheduler would leave the two disagreeing (a
+/// withdrawn delivery never requeued, a pause stored but not applied). Reads are left as they
+/// are: dropping one harms nothing.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the request's task ended abnormally: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// Whether `path` needs the token under this config.
@@ -318,5 +339,43 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[tokio::test]
+    async fn a_change_runs_to_its_end_when_the_client_goes_away() {
+        use std::time::Duration;
+        use tokio::sync::Notify;
+        use tower::ServiceExt;
+
+        let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let handler = {
+            let (started, release, done) = (started.clone(), release.clone(), done.clone());
+            move || async move {
+                started.notify_one();
+                release.notified().await;
+                done.store(true, Ordering::SeqCst);
+                "changed"
+            }
+        };
+        let app = Router::new()
+            .route("/change", post(handler))
+            .layer(middleware::from_fn(run_to_completion));
+        let request = Request::post("/change")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let call = tokio::spawn(app.oneshot(request));
+        started.notified().await;
+        // The client goes away: its request future is dropped mid-handler.
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
+        release.notify_one();
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(finished.is_ok(), "the handler was dropped halfway");
     }
 }
