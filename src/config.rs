@@ -263,6 +263,9 @@ pub fn layered(
 }
 
 const DEFAULTS_LAYER: &str = "embedded defaults (config/default.toml)";
+/// Largest `ingest.max_body_bytes`: a body is one value in the store, and redb refuses a value
+/// much past 3 GiB, which would fail the commit of every webhook batched with it.
+const MAX_BODY_LIMIT: usize = 256 << 20;
 const ENV_LAYER: &str = "environment variable";
 
 /// A TOML layer under a name of our choosing, so errors and `config show` name the real origin
@@ -343,6 +346,12 @@ impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         if self.ingest.max_body_bytes == 0 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1"));
+        }
+        if self.ingest.max_body_bytes > MAX_BODY_LIMIT {
+            return Err(invalid(
+                "ingest.max_body_bytes",
+                "must be at most 268435456 (256 MiB): every body is one value in the store",
+            ));
         }
         if self.ingest.threads == 0 {
             return Err(invalid("ingest.threads", "must be at least 1"));
@@ -664,6 +673,10 @@ mod tests {
                 "health.failure_threshold",
             ),
             ("[store]\nmax_pending = 0\n", "store.max_pending"),
+            (
+                "[ingest]\nmax_body_bytes = 268435457\n",
+                "ingest.max_body_bytes",
+            ),
             ("[store]\ncache_bytes = 10\n", "store.cache_bytes"),
             (
                 "[endpoints.a]\nurl = \"http://x\"\nsecret = \"abc\"\n",

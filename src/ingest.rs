@@ -30,6 +30,9 @@ use crate::store::writer::{IdemClaim, IngestResult, IngestWrite, NewDelivery, Wr
 use crate::store::{Store, encode};
 use request::{Reject, Route};
 
+/// Most of a body's declared length reserved before its bytes arrive.
+const PREALLOCATE_AT_MOST: usize = 256 << 10;
+
 pub struct Ingest {
     endpoints: Arc<BTreeMap<String, Endpoint>>,
     max_body_bytes: usize,
@@ -325,7 +328,9 @@ impl Ingest {
                 .await
                 .map_err(|e| Reject::new(400, "bad_request", format!("could not continue: {e}")))?;
         }
-        let mut body = Vec::with_capacity(declared.unwrap_or(0));
+        // The declared length sizes the buffer, up to a bound: a client that declares a large
+        // body and never sends it must not hold that much memory.
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(PREALLOCATE_AT_MOST));
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {

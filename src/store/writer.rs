@@ -368,6 +368,23 @@ impl Reply {
         None
     }
 
+    /// The text of a redb failure this op met, if it met one (see `commit_batch`).
+    fn storage_error(&self) -> Option<String> {
+        let failed = |r: Option<&StoreError>| match r {
+            Some(e @ StoreError::Storage(_)) => Some(e.to_string()),
+            _ => None,
+        };
+        match self {
+            Reply::Ingest(_, r, _) => failed(r.as_ref().err()),
+            Reply::Attempt(_, r) => failed(r.as_ref().err()),
+            Reply::Prune(_, r) => failed(r.as_ref().err()),
+            Reply::Unit(_, r) => failed(r.as_ref().err()),
+            Reply::Cancel(_, r) => failed(r.as_ref().err()),
+            Reply::Replay(_, r) => failed(r.as_ref().err()),
+            Reply::Pause(_, r) => failed(r.as_ref().err()),
+        }
+    }
+
     fn fail(self, e: &StoreError) {
         let err = || StoreError::CommitFailed(e.to_string());
         match self {
@@ -528,7 +545,16 @@ impl Writer {
                         self.apply(&txn, other, &mut enqueued, &mut delta)
                     }
                 };
+                // redb failed inside an op, which may have written part of its rows: nothing of
+                // this batch is committed (every op of it is refused; callers retry), rather than
+                // commit a half-done op beside the others.
+                let failed = reply.storage_error();
                 replies.push(reply);
+                if let Some(e) = failed {
+                    return Err(StoreError::CommitFailed(format!(
+                        "an operation of the batch failed in the store: {e}"
+                    )));
+                }
             }
             drop(hot);
             delta.write(&txn)?;
@@ -847,9 +873,19 @@ fn prune(
         finished.remove((*at, *id))?;
         let removed = deliveries.remove(*id)?;
         if let Some(record) = removed {
-            let record: DeliveryRecord = decode("deliveries", record.value())?;
-            if by_status.remove((record.status.code(), *id))?.is_some() {
-                delta.add(record.status, -1);
+            // A record that no longer decodes is pruned whole all the same (stopping here would
+            // leave its other rows behind for good): its index row is then found by trying
+            // each status.
+            let statuses = match decode::<DeliveryRecord>("deliveries", record.value()) {
+                Ok(r) => vec![r.status],
+                Err(_) => Status::ALL.to_vec(),
+            };
+            drop(record);
+            for status in statuses {
+                if by_status.remove((status.code(), *id))?.is_some() {
+                    delta.add(status, -1);
+                    break;
+                }
             }
         }
         payloads.remove(*id)?;
@@ -942,6 +978,96 @@ mod tests {
         assert!(writer.healthy(), "recovered by itself");
         assert_eq!(store.for_each_due(|_| {}).unwrap(), 2);
         assert_eq!(rx.recv().await.unwrap().len(), 1);
+        drop(writer);
+        join.join().unwrap();
+    }
+
+    /// Ingests one delivery and fails it (a replayable source); returns its id.
+    async fn failed_delivery(writer: &WriterHandle) -> Id {
+        let id = match writer.ingest(one_delivery()).await {
+            Ok(IngestResult::Created { ids, .. }) => ids[0],
+            other => panic!("{other:?}"),
+        };
+        let attempt = AttemptWrite {
+            id,
+            host: "h:80".into(),
+            attempt: crate::model::Attempt {
+                number: 1,
+                started_at: 1,
+                duration_ms: 1,
+                status_code: Some(400),
+                classification: crate::model::Classification::Http4xxPermanent,
+                error: None,
+                response_snippet: None,
+            },
+            next: NextState::Failed,
+        };
+        writer.attempt(attempt).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_replay_that_meets_a_missing_payload_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (writer, join) = spawn(&store, Metrics::new(), tx).unwrap();
+        let (a, b) = (
+            failed_delivery(&writer).await,
+            failed_delivery(&writer).await,
+        );
+        // The second source's payload is gone (as if the file were damaged).
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(PAYLOADS).unwrap().remove(b.0).unwrap();
+        txn.commit().unwrap();
+
+        let replay = ReplayWrite {
+            requested: vec![("a".into(), Some(a)), ("b".into(), Some(b))],
+            filter: None,
+            dry_run: false,
+            reason: None,
+        };
+        let refused = writer.replay(replay).await.unwrap_err();
+        assert!(refused.to_string().contains("no payload"), "{refused}");
+        // Not even the first source's copy was created: nothing pending, nothing due.
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 0);
+        assert_eq!(store.for_each_due(|_| {}).unwrap(), 0);
+        drop(writer);
+        join.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn prune_removes_a_record_that_no_longer_decodes_with_its_index_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (writer, join) = spawn(&store, Metrics::new(), tx).unwrap();
+        let id = failed_delivery(&writer).await;
+        assert_eq!(store.counts().unwrap().get(Status::Failed), 1);
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(DELIVERIES)
+            .unwrap()
+            .insert(id.0, [0xffu8; 3].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+
+        let pruned = writer.prune(u64::MAX / 2, 0).await.unwrap();
+        assert_eq!(pruned.deliveries, 1);
+        assert_eq!(
+            store.counts().unwrap().get(Status::Failed),
+            0,
+            "counts follow"
+        );
+        let txn = store.db().begin_read().unwrap();
+        let index = txn.open_table(BY_STATUS).unwrap();
+        assert_eq!(index.iter().unwrap().count(), 0, "no index row left behind");
+        assert!(
+            txn.open_table(PAYLOADS)
+                .unwrap()
+                .get(id.0)
+                .unwrap()
+                .is_none()
+        );
         drop(writer);
         join.join().unwrap();
     }

@@ -156,13 +156,20 @@ pub fn replay(
         let mut payloads = txn.open_table(PAYLOADS)?;
         let mut due = txn.open_table(DUE)?;
         let mut by_status = txn.open_table(BY_STATUS)?;
-        for (source, r) in sources {
+        // Every payload is read before anything is written, so a missing one refuses the whole
+        // batch with nothing created (a half-created batch would be replayed again, twice
+        // delivering what it had created).
+        let mut bodies = Vec::with_capacity(sources.len());
+        for (source, _) in &sources {
             let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
                 return Err(StoreError::Corrupt {
                     table: "payloads",
                     reason: format!("no payload for delivery {}", source.0),
                 });
             };
+            bodies.push(payload);
+        }
+        for ((source, r), payload) in sources.into_iter().zip(bodies) {
             let id = ids.next(now);
             let host = r.host();
             let record = DeliveryRecord {
