@@ -78,9 +78,20 @@ pub fn route(
             ));
         };
         check_forward_method(method)?;
+        let target = join_endpoint(endpoint.url.as_str(), rest);
+        if !stays_under(&endpoint.url, &target) {
+            return Err(Reject::new(
+                400,
+                "invalid_target",
+                format!(
+                    "`{rest}` leads out of endpoint `{name}`'s path {}",
+                    endpoint.url.path()
+                ),
+            ));
+        }
         return Ok(Route::Endpoint {
             name: name.to_string(),
-            target: join_endpoint(endpoint.url.as_str(), rest),
+            target,
             rest: rest.to_string(),
         });
     }
@@ -131,6 +142,19 @@ pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
         Some(h) if !h.is_empty() => Ok(url),
         _ => Err(bad("it has no host")),
     }
+}
+
+/// Whether `target` (an endpoint's URL joined with the request's rest) still lies under the
+/// endpoint once dot segments (`..`, `%2e%2e`) are resolved: the endpoint's headers and
+/// signature must not be sent to a sibling path. A target that does not parse is left to the
+/// target check, which names the problem.
+fn stays_under(base: &url::Url, target: &str) -> bool {
+    let Ok(t) = url::Url::parse(target) else {
+        return true;
+    };
+    let root = base.path().trim_end_matches('/');
+    t.origin() == base.origin()
+        && (root.is_empty() || t.path() == root || t.path().starts_with(&format!("{root}/")))
 }
 
 /// `https://x/base` + `/a/b?q=1` = `https://x/base/a/b?q=1`; queries of both are kept.
@@ -299,6 +323,26 @@ mod tests {
                 "POST",
                 "/e/q/x?z=2",
                 ep("q", "https://r.example/in/x?k=1&z=2", "/x?z=2"),
+            ),
+            (
+                "POST",
+                "/e/orders/a/../b",
+                ep("orders", "https://r.example/base/a/../b", "/a/../b"),
+            ),
+            (
+                "POST",
+                "/e/orders/../admin",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/e/orders/%2e%2e/admin",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/e/orders/x/../../basement",
+                Err(err(400, "invalid_target")),
             ),
             ("POST", "/v1/events", Ok(Route::Envelope)),
             ("GET", "/v1/events", Err(err(405, "method_not_allowed"))),
