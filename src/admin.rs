@@ -54,6 +54,9 @@ pub struct AdminState {
     /// Operator instructions to the scheduler, sent after the change is stored.
     pub control_tx: mpsc::UnboundedSender<Control>,
     pub config: Arc<AdminConfig>,
+    /// The configured endpoints' names: enabling any other name is a 404 (unless it is still
+    /// disabled from an earlier config).
+    pub endpoints: Arc<std::collections::BTreeSet<String>>,
 }
 
 /// One path segment (an id, a host, an endpoint name). axum's own rejection of a segment that is
@@ -276,6 +279,13 @@ async fn enable_endpoint(
     Segment(name): Segment,
 ) -> Result<Response, ApiError> {
     let was_disabled = s.gate.is_disabled(&name);
+    if !was_disabled && !s.endpoints.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint named `{name}` is configured or disabled"),
+        ));
+    }
     s.writer
         .set_endpoint_disabled(&name, false)
         .await

@@ -162,6 +162,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             host_health,
             control_tx,
             config: Arc::new(config.admin.clone()),
+            endpoints: Arc::new(config.endpoints.keys().cloned().collect()),
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

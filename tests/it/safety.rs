@@ -379,6 +379,15 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     sidecar.wait_status(&first, "delivered").await;
     sidecar.wait_status(&second, "delivered").await;
     assert_eq!(gone_requests(), before + 2);
+
+    // A name that is neither configured nor disabled (a typo) is not silently "enabled".
+    let (status, body) = sidecar.post_raw("/v1/endpoints/gonne/enable", "").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // Enabling one that is configured and not disabled is fine: nothing to do.
+    let (status, body) = sidecar.post_raw("/v1/endpoints/gone/enable", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["was_disabled"], false, "{body}");
 }
 
 #[tokio::test]
