@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::ApiError;
 use crate::config::parse_duration;
-use crate::model::{Classification, Id, Status};
+use crate::model::{Classification, Id, Status, url_host_key};
 use crate::store::query::DeliveryFilter;
 
 /// Rows examined at most for one page of `GET /v1/deliveries`; past it the page ends early
@@ -180,17 +180,31 @@ pub fn cursor_text(id: Id) -> String {
 
 /// A host key as the scheduler knows it: `host:port`, lower case.
 pub fn host(v: &str) -> Result<String, ApiError> {
-    let ok = v.rsplit_once(':').is_some_and(|(h, p)| {
-        !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
-    });
-    if ok {
-        Ok(v.to_ascii_lowercase())
-    } else {
-        Err(ApiError::bad(
+    let bad = || {
+        ApiError::bad(
             "bad_host",
             format!("`{v}` is not `host:port` (for example `api.example.com:443`)"),
-        ))
+        )
+    };
+    let has_port = v.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !has_port {
+        return Err(bad());
     }
+    // Spelled the way the scheduler keys hosts (the key of a target URL): a pause written any
+    // other way (upper case, Unicode, `0443`, an unbracketed IPv6) would be stored and never
+    // match a delivery.
+    let url = url::Url::parse(&format!("http://{v}/")).map_err(|_| bad())?;
+    let only_a_host = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !only_a_host || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(url_host_key(&url))
 }
 
 #[cfg(test)]
@@ -258,6 +272,16 @@ mod tests {
         assert_eq!(host("API.example.com:443").unwrap(), "api.example.com:443");
         assert_eq!(host("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
         assert_eq!(host("[::1]:80").unwrap(), "[::1]:80");
+        // Spelled as the scheduler keys hosts, or refused.
+        assert_eq!(host("[0::1]:80").unwrap(), "[::1]:80");
+        assert_eq!(host("api.example.com:0443").unwrap(), "api.example.com:443");
+        assert_eq!(
+            host("bücher.example:443").unwrap(),
+            "xn--bcher-kva.example:443"
+        );
+        for bad in ["::1:80", "user@h:80", "h?q:80", "h#f:80"] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
         for bad in ["example.com", ":80", "a:0", "a:port", "a/b:80"] {
             assert!(host(bad).is_err(), "{bad}");
         }
