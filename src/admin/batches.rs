@@ -14,7 +14,7 @@ use super::json::{self, PageJson};
 use super::params::{self, FilterJson};
 use super::{AdminState, ApiError, JsonBody, Segment};
 use crate::clock;
-use crate::model::{BatchId, DeliveryId, ReplayFilter, Status};
+use crate::model::{BatchId, DeliveryId, ReplayFilter};
 use crate::store::writer::ReplayWrite;
 
 const BATCHES_DEFAULT_LIMIT: usize = 20;
@@ -60,10 +60,13 @@ pub async fn create(
         }
         (None, Some(f)) => {
             let filter = params::filter(f, clock::now_ms())?;
-            if filter.status == Some(Status::InProgress) {
+            if let Some(status) = filter.status.filter(|s| !s.is_replayable()) {
                 return Err(ApiError::bad(
                     "bad_filter",
-                    "`status`: in_progress deliveries cannot be replayed (failed or cancelled)",
+                    format!(
+                        "`status`: {} deliveries cannot be replayed (only failed or cancelled)",
+                        status.as_str()
+                    ),
                 ));
             }
             let ids = s

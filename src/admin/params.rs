@@ -110,7 +110,10 @@ pub fn filter(f: FilterJson, now_ms: u64) -> Result<DeliveryFilter, ApiError> {
     };
     Ok(DeliveryFilter {
         status: f.status.as_deref().map(status).transpose()?,
-        target_prefix: non_empty("target", f.target_prefix)?,
+        target_prefix: non_empty(
+            "target` (`target_prefix` in a batch filter)",
+            f.target_prefix,
+        )?,
         endpoint: non_empty("endpoint", f.endpoint)?,
         classification: f
             .classification

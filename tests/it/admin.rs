@@ -287,6 +287,13 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
         (
             "POST",
             "/v1/batches",
+            Some("{\"filter\": {\"status\": \"delivered\"}}"),
+            400,
+            "bad_filter",
+        ),
+        (
+            "POST",
+            "/v1/batches",
             Some("{\"filter\": {\"status\": \"in_progress\"}}"),
             400,
             "bad_filter",
