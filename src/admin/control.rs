@@ -103,15 +103,34 @@ pub async fn host_resume(
     State(s): State<AdminState>,
     Segment(host): Segment,
 ) -> Result<Response, ApiError> {
-    let host = params::host(&host)?;
-    s.writer
-        .set_pause(Some(host.clone()), None)
-        .await
-        .map_err(ApiError::store)?;
-    let _ = s.control_tx.send(Control::HostPause {
-        host: host.clone(),
-        paused: false,
-    });
+    // Versions before host keys were normalised stored a pause as typed (lower-cased); such a
+    // pause is still cleared by that spelling, even one `params::host` now rewrites or refuses.
+    let typed = host.to_ascii_lowercase();
+    let legacy = s
+        .store
+        .host_pauses()
+        .map_err(ApiError::store)?
+        .into_iter()
+        .any(|(h, _)| h == typed);
+    let host = match params::host(&host) {
+        Ok(h) => h,
+        Err(_) if legacy => typed.clone(),
+        Err(e) => return Err(e),
+    };
+    let mut keys = vec![host.clone()];
+    if legacy && typed != host {
+        keys.push(typed);
+    }
+    for key in keys {
+        s.writer
+            .set_pause(Some(key.clone()), None)
+            .await
+            .map_err(ApiError::store)?;
+        let _ = s.control_tx.send(Control::HostPause {
+            host: key,
+            paused: false,
+        });
+    }
     tracing::info!(%host, "host resumed by an operator");
     Ok(axum::Json(json::pause(Some(host), None)).into_response())
 }

@@ -515,6 +515,8 @@ impl Writer {
             return;
         }
         self.idem_undo.clear();
+        // Taken through `by_ref`, so ops an early return leaves unreached are still here after it.
+        let mut ops = batch.drain(..);
         let result = (|| -> Result<(), StoreError> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -522,7 +524,7 @@ impl Writer {
             // Ingests and attempts (nearly every op) share tables opened once per run of them;
             // other ops open their own, so the shared set is closed before one runs.
             let mut hot: Option<HotTables> = None;
-            for op in batch.drain(..) {
+            for op in ops.by_ref() {
                 let reply = match op {
                     WriteOp::Ingest(w, tx) => {
                         let tables = match &mut hot {
@@ -561,8 +563,9 @@ impl Writer {
             txn.commit()?;
             Ok(())
         })();
-        // Ops not yet drained (begin_write failed) still need an answer.
-        for op in batch.drain(..) {
+        // Ops not reached (begin_write failed, or an op's store failure stopped the batch) still
+        // need an answer: the batch's error, given below.
+        for op in ops {
             replies.push(match op {
                 WriteOp::Ingest(_, tx) => {
                     Reply::Ingest(tx, Err(StoreError::WriterGone), Instant::now())

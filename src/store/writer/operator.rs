@@ -102,6 +102,13 @@ pub fn cancel(
     Ok(CancelResult::Cancelled { host, next_at })
 }
 
+fn missing_payload(id: Id) -> StoreError {
+    StoreError::Corrupt {
+        table: "payloads",
+        reason: format!("no payload for delivery {}", id.0),
+    }
+}
+
 /// A replay batch as the admin resolved it.
 #[derive(Debug, Clone)]
 pub struct ReplayWrite {
@@ -156,20 +163,19 @@ pub fn replay(
         let mut payloads = txn.open_table(PAYLOADS)?;
         let mut due = txn.open_table(DUE)?;
         let mut by_status = txn.open_table(BY_STATUS)?;
-        // Every payload is read before anything is written, so a missing one refuses the whole
+        // Every payload is checked before anything is written, so a missing one refuses the whole
         // batch with nothing created (a half-created batch would be replayed again, twice
-        // delivering what it had created).
-        let mut bodies = Vec::with_capacity(sources.len());
+        // delivering what it had created). Each is copied only when its delivery is written,
+        // one at a time.
         for (source, _) in &sources {
-            let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
-                return Err(StoreError::Corrupt {
-                    table: "payloads",
-                    reason: format!("no payload for delivery {}", source.0),
-                });
-            };
-            bodies.push(payload);
+            if payloads.get(source.0)?.is_none() {
+                return Err(missing_payload(*source));
+            }
         }
-        for ((source, r), payload) in sources.into_iter().zip(bodies) {
+        for (source, r) in sources {
+            let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
+                return Err(missing_payload(source));
+            };
             let id = ids.next(now);
             let host = r.host();
             let record = DeliveryRecord {
