@@ -386,7 +386,11 @@ impl Reply {
     }
 
     fn fail(self, e: &StoreError) {
-        let err = || StoreError::CommitFailed(e.to_string());
+        let err = || match e {
+            // Already worded as a failed commit: not "commit failed: commit failed: ...".
+            StoreError::CommitFailed(why) => StoreError::CommitFailed(why.clone()),
+            other => StoreError::CommitFailed(other.to_string()),
+        };
         match self {
             Reply::Ingest(tx, _, _) => drop(tx.send(Err(err()))),
             Reply::Attempt(tx, _) => drop(tx.send(Err(err()))),
