@@ -989,6 +989,16 @@ mod tests {
         join.join().unwrap();
     }
 
+    /// A writer on a fresh store in a temporary directory (kept alive by the returned guard).
+    fn started() -> (tempfile::TempDir, Store, WriterHandle, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // The scheduler's end is dropped: these tests read the store, not the announcements.
+        let (tx, _) = mpsc::unbounded_channel();
+        let (writer, join) = spawn(&store, Metrics::new(), tx).unwrap();
+        (dir, store, writer, join)
+    }
+
     /// Ingests one delivery and fails it (a replayable source); returns its id.
     async fn failed_delivery(writer: &WriterHandle) -> Id {
         let id = match writer.ingest(one_delivery()).await {
@@ -1015,10 +1025,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_that_meets_a_missing_payload_creates_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (writer, join) = spawn(&store, Metrics::new(), tx).unwrap();
+        let (_dir, store, writer, join) = started();
         let (a, b) = (
             failed_delivery(&writer).await,
             failed_delivery(&writer).await,
@@ -1045,10 +1052,7 @@ mod tests {
 
     #[tokio::test]
     async fn prune_removes_a_record_that_no_longer_decodes_with_its_index_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (writer, join) = spawn(&store, Metrics::new(), tx).unwrap();
+        let (_dir, store, writer, join) = started();
         let id = failed_delivery(&writer).await;
         assert_eq!(store.counts().unwrap().get(Status::Failed), 1);
         let txn = store.db().begin_write().unwrap();
