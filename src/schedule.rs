@@ -112,8 +112,22 @@ impl Queue {
         removed
     }
 
-    /// Every host with pending or in-flight work, and every paused host, sorted by name.
-    pub fn hosts(&self) -> Vec<HostLoad> {
+    /// Every host with pending or in-flight work, an open circuit or a `Retry-After` hold still
+    /// in force at `now`, and every paused host, sorted by name. A hold that has passed is
+    /// dropped here (an idle host's would otherwise stay listed until its next attempt).
+    pub fn hosts(&mut self, now: u64) -> Vec<HostLoad> {
+        let passed: Vec<Host> = self
+            .hosts
+            .iter()
+            .filter(|(_, hq)| hq.not_before > 0 && hq.not_before <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in passed {
+            if let Some(hq) = self.hosts.get_mut(&host) {
+                hq.not_before = 0;
+            }
+            self.refresh(&host);
+        }
         let mut out: Vec<HostLoad> = self
             .hosts
             .iter()
@@ -510,7 +524,7 @@ impl Scheduler {
                 let _ = reply.send(withdrawn);
             }
             Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
-            Control::Hosts(reply) => drop(reply.send(self.queue.hosts())),
+            Control::Hosts(reply) => drop(reply.send(self.queue.hosts(clock::now_ms()))),
         }
     }
 
@@ -605,7 +619,7 @@ mod tests {
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
         assert_eq!(q.pop_due(10), None);
         assert_eq!(q.pending(), 1);
-        let held = &q.hosts()[1];
+        let held = &q.hosts(10)[1];
         assert_eq!(
             (held.host.as_str(), held.pending, held.paused),
             ("held:80", 1, true)
@@ -624,7 +638,7 @@ mod tests {
         assert!(!q.remove("h:80", 7, Id(1)));
         assert!(!q.remove("nope:80", 1, Id(3)));
         assert_eq!(q.pending(), 1);
-        let hosts = q.hosts();
+        let hosts = q.hosts(0);
         assert_eq!(hosts.len(), 2);
         assert_eq!(
             hosts[0],
@@ -641,7 +655,7 @@ mod tests {
         assert!(hosts[1].paused && hosts[1].pending == 0);
         // A stale time still finds the entry.
         assert!(q.remove("h:80", 1, Id(2)));
-        assert_eq!(q.hosts().len(), 1);
+        assert_eq!(q.hosts(0).len(), 1);
         assert_eq!(q.next_wake(), None);
     }
 
@@ -677,6 +691,30 @@ mod tests {
         assert_eq!(q.pop_due(999), None);
         assert_eq!(q.next_wake(), Some(1000));
         assert_eq!(q.pop_due(1000).map(|x| x.0), Some(Id(1)));
+    }
+
+    #[test]
+    fn a_passed_retry_after_hold_on_an_idle_host_is_not_listed() {
+        let mut q = Queue::new(8);
+        q.push("h:80", 0, Id(1));
+        let (id, host) = q.pop_due(0).unwrap();
+        q.report(&host, HostSignal::Neutral, Some(1000), 5);
+        q.complete(&host, id, None);
+        // Idle but held: listed with its hold until the hold passes.
+        let held = q.hosts(999);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].retry_after_until, Some(1000));
+        assert!(q.hosts(1000).is_empty());
+        assert!(q.hosts.is_empty());
+        // A host with work keeps its entry, without the passed hold.
+        q.push("h:80", 0, Id(2));
+        let (id, host) = q.pop_due(0).unwrap();
+        q.report(&host, HostSignal::Neutral, Some(2000), 5);
+        q.complete(&host, id, Some(3000));
+        assert_eq!(q.hosts(1999)[0].retry_after_until, Some(2000));
+        let after = q.hosts(2000);
+        assert_eq!((after[0].pending, after[0].retry_after_until), (1, None));
+        assert_eq!(q.next_wake(), Some(3000));
     }
 
     #[test]
