@@ -259,39 +259,12 @@ fn spawn_inner(
     max_bytes: u64,
     free_space: fn(&std::path::Path) -> Option<u64>,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
-    let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
-    let healthy = Arc::new(AtomicBool::new(true));
-    let used_bytes = Arc::new(AtomicU64::new(0));
-    let mut writer = Writer {
-        db: store.db(),
-        store: store.clone(),
-        ops_rx,
-        enqueued_tx,
-        metrics,
-        ids: IdGen::after(store.last_id().unwrap_or(Id(0))),
-        idem: store
-            .idem_index()
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-        idem_undo: Vec::new(),
-        healthy: healthy.clone(),
-        max_bytes,
-        used_bytes: used_bytes.clone(),
-        measured_at: None,
-        live_counted_at: None,
-        free_space,
-    };
+    let (mut writer, handle) = Writer::new(store, metrics, enqueued_tx, max_bytes, free_space)?;
     writer.measure(true);
     let join = std::thread::Builder::new()
         .name("hookrelay-writer".into())
         .spawn(move || writer.run())?;
-    Ok((
-        WriterHandle {
-            ops_tx,
-            healthy,
-            used_bytes,
-        },
-        join,
-    ))
+    Ok((handle, join))
 }
 
 struct Writer {
@@ -404,6 +377,43 @@ impl Reply {
 }
 
 impl Writer {
+    /// A writer and its handle, without its thread (`spawn_inner` starts that).
+    fn new(
+        store: &Store,
+        metrics: Metrics,
+        enqueued_tx: mpsc::UnboundedSender<Vec<Enqueued>>,
+        max_bytes: u64,
+        free_space: fn(&std::path::Path) -> Option<u64>,
+    ) -> std::io::Result<(Writer, WriterHandle)> {
+        let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let used_bytes = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            db: store.db(),
+            store: store.clone(),
+            ops_rx,
+            enqueued_tx,
+            metrics,
+            ids: IdGen::after(store.last_id().unwrap_or(Id(0))),
+            idem: store
+                .idem_index()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            idem_undo: Vec::new(),
+            healthy: healthy.clone(),
+            max_bytes,
+            used_bytes: used_bytes.clone(),
+            measured_at: None,
+            live_counted_at: None,
+            free_space,
+        };
+        let handle = WriterHandle {
+            ops_tx,
+            healthy,
+            used_bytes,
+        };
+        Ok((writer, handle))
+    }
+
     fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.ops_rx.blocking_recv() {
@@ -1081,5 +1091,79 @@ mod tests {
         );
         drop(writer);
         join.join().unwrap();
+    }
+
+    /// redb fails inside an op of a batch (here the pause's table no longer has the type the
+    /// code expects, so opening it is a redb `TableError`). Nothing of that batch is committed:
+    /// the ingest before the op is refused with it, the ingest after it (never reached) gets the
+    /// same error rather than "writer stopped", the idempotency claim the refused ingest made
+    /// leaves the writer's index again, and the next batch commits as usual.
+    #[test]
+    fn a_store_failure_inside_an_op_refuses_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().begin_write().unwrap();
+        assert!(txn.delete_table(HOST_PAUSES).unwrap());
+        txn.open_table(redb::TableDefinition::<u64, u64>::new("host_pauses"))
+            .unwrap();
+        txn.commit().unwrap();
+        let (tx, _enqueued) = mpsc::unbounded_channel();
+        let (mut writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, test_disk).unwrap();
+
+        let claim = IdemClaim {
+            key: [7; 32],
+            body_hash: [1; 32],
+            expires_at: u64::MAX,
+        };
+        let keyed = |body_hash| IngestWrite {
+            idem: Some(IdemClaim {
+                body_hash,
+                ..claim.clone()
+            }),
+            ..one_delivery()
+        };
+        let (before_tx, mut before) = oneshot::channel();
+        let (pause_tx, mut pause) = oneshot::channel();
+        let (after_tx, mut after) = oneshot::channel();
+        let mut batch = vec![
+            WriteOp::Ingest(keyed([1; 32]), before_tx),
+            WriteOp::Pause {
+                host: Some("h:80".into()),
+                pause: Some(PauseRecord {
+                    since: 1,
+                    reason: None,
+                }),
+                reply: pause_tx,
+            },
+            WriteOp::Ingest(one_delivery(), after_tx),
+        ];
+        writer.commit_batch(&mut batch);
+
+        let refused = |e: StoreError| match e {
+            StoreError::CommitFailed(why) => why,
+            other => panic!("not a refused batch: {other:?}"),
+        };
+        let why = refused(before.try_recv().unwrap().unwrap_err());
+        assert!(why.contains("failed in the store"), "{why}");
+        assert_eq!(refused(after.try_recv().unwrap().unwrap_err()), why);
+        assert_eq!(refused(pause.try_recv().unwrap().unwrap_err()), why);
+        assert!(!handle.healthy());
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 0);
+        assert_eq!(store.last_id().unwrap(), Id(0), "no delivery row stored");
+        assert_eq!(
+            writer.idem.candidates(&claim.key).count(),
+            0,
+            "the claim left the writer's index with its batch"
+        );
+
+        // The refused claim is free: a different body under the same key is a new delivery.
+        let (next_tx, mut next) = oneshot::channel();
+        writer.commit_batch(&mut vec![WriteOp::Ingest(keyed([2; 32]), next_tx)]);
+        assert!(matches!(
+            next.try_recv().unwrap(),
+            Ok(IngestResult::Created { .. })
+        ));
+        assert!(handle.healthy());
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 1);
     }
 }

@@ -139,3 +139,46 @@ async fn a_host_pause_holds_one_host_while_another_flows() {
         "idle, unpaused hosts are not listed"
     );
 }
+
+/// Versions before host keys were normalised stored a host pause as typed (lower-cased, so
+/// `example.com:0443` stayed as written). Such a pause must still be listed and resumable by that
+/// spelling, though the admin API now rewrites it to `example.com:443`.
+#[tokio::test]
+async fn a_host_pause_stored_by_an_older_version_can_be_resumed_as_typed() {
+    use hookrelay::{metrics::Metrics, model::PauseRecord, store::Store, store::writer};
+
+    let legacy = "example.com:0443";
+    let mut sidecar = Sidecar::start("").await;
+    sidecar.terminate().await;
+    {
+        // Written the way the older version wrote it: through the writer, key as typed.
+        let store = Store::open(&sidecar.data_dir()).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, join) = writer::spawn(&store, Metrics::new(), tx).unwrap();
+        let record = PauseRecord {
+            since: 1,
+            reason: Some("old".into()),
+        };
+        w.set_pause(Some(legacy.into()), Some(record))
+            .await
+            .unwrap();
+        drop(w);
+        join.join().unwrap();
+    }
+    sidecar.restart().await;
+    let listed = host(&sidecar, legacy).await;
+    assert_eq!(listed.as_ref().map(|h| &h["paused"]), Some(&json!(true)));
+    assert_eq!(sidecar.stats().await["paused_hosts"], 1);
+
+    let (status, body) = sidecar
+        .post_json("/v1/hosts/Example.COM:0443/resume", json!({}))
+        .await;
+    assert_eq!((status, &body["paused"]), (200, &json!(false)), "{body}");
+    assert_eq!(host(&sidecar, legacy).await, None);
+    assert_eq!(sidecar.stats().await["paused_hosts"], 0);
+    // Cleared in the store, not only in the running scheduler.
+    sidecar.terminate().await;
+    sidecar.restart().await;
+    assert_eq!(host(&sidecar, legacy).await, None);
+    assert_eq!(sidecar.stats().await["paused_hosts"], 0);
+}
