@@ -4,7 +4,8 @@
 //! commit), applies them in order inside one `Durability::Immediate` transaction, commits, and
 //! only then answers each caller. An ingest is acked only after that answer, so a 2xx always
 //! means "on disk". If the commit fails, every operation of the batch gets the error and nothing
-//! of it is visible; earlier commits are untouched.
+//! of it is visible; earlier commits are untouched. An op that meets a redb failure is refused
+//! alone and the rest of its batch tried again without it (see `Writer::commit_batch`).
 //!
 //! It never does network I/O and never waits on anything but its channel and the disk.
 //! Operator changes (cancel, replay, pause) live in `writer/operator.rs`.
@@ -31,6 +32,9 @@ pub use operator::{CancelResult, ReplayWrite};
 
 /// Most operations folded into one transaction; bounds the latency of a batch.
 const MAX_BATCH: usize = 4096;
+/// How many ops that meet a redb failure one batch refuses one at a time (trying the rest
+/// again each time) before it refuses the whole batch.
+const MAX_OPS_REFUSED: usize = 3;
 /// Most expired rows removed per prune operation, so pruning never stalls ingest.
 const PRUNE_LIMIT: usize = 2000;
 /// How often the store's size is measured while commits happen (with `store.max_bytes` set).
@@ -289,90 +293,91 @@ struct Writer {
     free_space: fn(&std::path::Path) -> Option<u64>,
 }
 
-/// An operation's answer, held until the commit that makes it true.
-enum Reply {
-    Ingest(
-        oneshot::Sender<Result<IngestResult, StoreError>>,
-        Result<IngestResult, StoreError>,
-        Instant,
-    ),
-    Attempt(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
-    Prune(
-        oneshot::Sender<Result<PruneResult, StoreError>>,
-        Result<PruneResult, StoreError>,
-    ),
-    Unit(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
-    Cancel(
-        oneshot::Sender<Result<CancelResult, StoreError>>,
-        Result<CancelResult, StoreError>,
-    ),
-    Replay(
-        oneshot::Sender<Result<(Id, BatchRecord), StoreError>>,
-        Result<(Id, BatchRecord), StoreError>,
-    ),
-    Pause(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
+/// What applying an op produced, held until the commit that makes it true.
+enum Outcome {
+    Ingest(Result<IngestResult, StoreError>),
+    Attempt(Result<(), StoreError>),
+    Prune(Result<PruneResult, StoreError>),
+    /// Endpoint disabling and pauses.
+    Unit(Result<(), StoreError>),
+    Cancel(Result<CancelResult, StoreError>),
+    Replay(Result<(Id, BatchRecord), StoreError>),
 }
 
-impl Reply {
-    /// Hands the answer to its caller; for an ingest, returns when the request arrived (for
-    /// the ack-latency histogram).
-    fn send(self) -> Option<Instant> {
-        match self {
-            Reply::Ingest(tx, r, received) => {
-                let _ = tx.send(r);
-                return Some(received);
+impl Outcome {
+    /// Takes out a redb failure the op met (see `commit_batch`), leaving other outcomes as
+    /// they are.
+    fn storage_error(self) -> Result<Outcome, StoreError> {
+        fn split<T>(r: Result<T, StoreError>) -> Result<Result<T, StoreError>, StoreError> {
+            match r {
+                Err(e @ StoreError::Storage(_)) => Err(e),
+                other => Ok(other),
             }
-            Reply::Attempt(tx, r) => drop(tx.send(r)),
-            Reply::Prune(tx, r) => drop(tx.send(r)),
-            Reply::Unit(tx, r) => drop(tx.send(r)),
-            Reply::Cancel(tx, r) => drop(tx.send(r)),
-            Reply::Replay(tx, r) => drop(tx.send(r)),
-            Reply::Pause(tx, r) => drop(tx.send(r)),
+        }
+        Ok(match self {
+            Outcome::Ingest(r) => Outcome::Ingest(split(r)?),
+            Outcome::Attempt(r) => Outcome::Attempt(split(r)?),
+            Outcome::Prune(r) => Outcome::Prune(split(r)?),
+            Outcome::Unit(r) => Outcome::Unit(split(r)?),
+            Outcome::Cancel(r) => Outcome::Cancel(split(r)?),
+            Outcome::Replay(r) => Outcome::Replay(split(r)?),
+        })
+    }
+}
+
+impl WriteOp {
+    /// Hands the caller the outcome `Writer::apply` computed for this op; for an ingest,
+    /// returns when the request arrived (for the ack-latency histogram).
+    fn answer(self, outcome: Outcome) -> Option<Instant> {
+        match (self, outcome) {
+            (WriteOp::Ingest(w, tx), Outcome::Ingest(r)) => {
+                let _ = tx.send(r);
+                return Some(w.received);
+            }
+            (WriteOp::Attempt(_, tx), Outcome::Attempt(r)) => drop(tx.send(r)),
+            (WriteOp::Prune { reply, .. }, Outcome::Prune(r)) => drop(reply.send(r)),
+            (WriteOp::EndpointDisabled { reply, .. }, Outcome::Unit(r))
+            | (WriteOp::Pause { reply, .. }, Outcome::Unit(r)) => drop(reply.send(r)),
+            (WriteOp::Cancel(_, tx), Outcome::Cancel(r)) => drop(tx.send(r)),
+            (WriteOp::Replay(_, tx), Outcome::Replay(r)) => drop(tx.send(r)),
+            // `apply` answers each op with its own kind; this is only here to be total.
+            (op, _) => op.refuse(&StoreError::CommitFailed(
+                "internal error: an outcome of another kind of operation".into(),
+            )),
         }
         None
     }
 
-    /// The text of a redb failure this op met, if it met one (see `commit_batch`).
-    fn storage_error(&self) -> Option<String> {
-        let failed = |r: Option<&StoreError>| match r {
-            Some(e @ StoreError::Storage(_)) => Some(e.to_string()),
-            _ => None,
-        };
-        match self {
-            Reply::Ingest(_, r, _) => failed(r.as_ref().err()),
-            Reply::Attempt(_, r) => failed(r.as_ref().err()),
-            Reply::Prune(_, r) => failed(r.as_ref().err()),
-            Reply::Unit(_, r) => failed(r.as_ref().err()),
-            Reply::Cancel(_, r) => failed(r.as_ref().err()),
-            Reply::Replay(_, r) => failed(r.as_ref().err()),
-            Reply::Pause(_, r) => failed(r.as_ref().err()),
-        }
-    }
-
-    fn fail(self, e: &StoreError) {
+    /// Answers the caller with `e`, as a failed commit: nothing of the op was stored.
+    fn refuse(self, e: &StoreError) {
         let err = || match e {
             // Already worded as a failed commit: not "commit failed: commit failed: ...".
             StoreError::CommitFailed(why) => StoreError::CommitFailed(why.clone()),
             other => StoreError::CommitFailed(other.to_string()),
         };
         match self {
-            Reply::Ingest(tx, _, _) => drop(tx.send(Err(err()))),
-            Reply::Attempt(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Prune(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Unit(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Cancel(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Replay(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Pause(tx, _) => drop(tx.send(Err(err()))),
+            WriteOp::Ingest(_, tx) => drop(tx.send(Err(err()))),
+            WriteOp::Attempt(_, tx) => drop(tx.send(Err(err()))),
+            WriteOp::Prune { reply, .. } => drop(reply.send(Err(err()))),
+            WriteOp::EndpointDisabled { reply, .. } => drop(reply.send(Err(err()))),
+            WriteOp::Cancel(_, tx) => drop(tx.send(Err(err()))),
+            WriteOp::Replay(_, tx) => drop(tx.send(Err(err()))),
+            WriteOp::Pause { reply, .. } => drop(reply.send(Err(err()))),
         }
+    }
+}
+
+/// Why a try at committing a batch stored nothing.
+enum Failed {
+    /// redb failed inside the op at this index of the batch.
+    Op(usize, StoreError),
+    /// The transaction itself failed (begin, shared tables, counts, commit).
+    Batch(StoreError),
+}
+
+impl<E: Into<StoreError>> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed::Batch(e.into())
     }
 }
 
@@ -483,11 +488,7 @@ impl Writer {
     /// `has_room` keeps: attempt records (the request was already sent; refusing its record
     /// would only send it again), pauses, cancels, endpoint disabling, and prunes, which are
     /// what gives space back. Returns whether anything was refused.
-    fn refuse_when_disk_is_full(
-        &mut self,
-        batch: &mut Vec<WriteOp>,
-        replies: &mut Vec<Reply>,
-    ) -> bool {
+    fn refuse_when_disk_is_full(&mut self, batch: &mut Vec<WriteOp>) -> bool {
         let Some(free) = (self.free_space)(self.store.path()) else {
             return false;
         };
@@ -503,12 +504,8 @@ impl Writer {
         }
         let mut kept = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
-            let refused = || StoreError::CommitFailed(e.to_string());
             match op {
-                WriteOp::Ingest(w, tx) => {
-                    replies.push(Reply::Ingest(tx, Err(refused()), w.received))
-                }
-                WriteOp::Replay(_, tx) => replies.push(Reply::Replay(tx, Err(refused()))),
+                WriteOp::Ingest(..) | WriteOp::Replay(..) => op.refuse(&e),
                 small => kept.push(small),
             }
         }
@@ -516,86 +513,44 @@ impl Writer {
         true
     }
 
+    /// Applies the batch in one `Durability::Immediate` transaction and answers every op once
+    /// it is committed. If redb fails inside an op (which may have written part of its rows),
+    /// nothing of that try is committed: the op is refused and the others are tried again
+    /// without it, so a failure that repeats (a damaged page one op keeps meeting) costs only
+    /// that op. After `MAX_OPS_REFUSED` such ops, or if the transaction itself fails, every op
+    /// of the batch is refused.
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
         let started = Instant::now();
         let size = batch.len();
-        let mut replies = Vec::with_capacity(size);
-        let mut enqueued = Vec::new();
-        let refused = self.refuse_when_disk_is_full(batch, &mut replies);
+        let refused = self.refuse_when_disk_is_full(batch);
         if batch.is_empty() {
-            for reply in replies {
-                reply.send();
-            }
             return;
         }
-        self.idem_undo.clear();
-        // Taken through `by_ref`, so ops an early return leaves unreached are still here after it.
-        let mut ops = batch.drain(..);
-        let result = (|| -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            let mut delta = CountDelta::default();
-            // Ingests and attempts (nearly every op) share tables opened once per run of them;
-            // other ops open their own, so the shared set is closed before one runs.
-            let mut hot: Option<HotTables> = None;
-            for op in ops.by_ref() {
-                let reply = match op {
-                    WriteOp::Ingest(w, tx) => {
-                        let tables = match &mut hot {
-                            Some(t) => t,
-                            None => hot.insert(HotTables::open(&txn)?),
-                        };
-                        let received = w.received;
-                        let result = self.ingest(tables, w, &mut enqueued, &mut delta);
-                        Reply::Ingest(tx, result, received)
-                    }
-                    WriteOp::Attempt(w, tx) => {
-                        let tables = match &mut hot {
-                            Some(t) => t,
-                            None => hot.insert(HotTables::open(&txn)?),
-                        };
-                        Reply::Attempt(tx, record_attempt(tables, w, &mut delta))
-                    }
-                    other => {
-                        hot = None;
-                        self.apply(&txn, other, &mut enqueued, &mut delta)
-                    }
-                };
-                // redb failed inside an op, which may have written part of its rows: nothing of
-                // this batch is committed (every op of it is refused; callers retry), rather than
-                // commit a half-done op beside the others.
-                let failed = reply.storage_error();
-                replies.push(reply);
-                if let Some(e) = failed {
-                    return Err(StoreError::CommitFailed(format!(
-                        "an operation of the batch failed in the store: {e}"
+        let mut ops_refused = 0;
+        let result = loop {
+            match self.try_commit(batch) {
+                Err(Failed::Op(i, e)) if ops_refused < MAX_OPS_REFUSED => {
+                    ops_refused += 1;
+                    tracing::error!(
+                        error = %e,
+                        batch = batch.len(),
+                        "an operation failed in the store; it is refused and its batch tried again without it"
+                    );
+                    batch.remove(i).refuse(&StoreError::CommitFailed(format!(
+                        "the operation failed in the store: {e}"
                     )));
                 }
+                Err(Failed::Op(_, e)) => {
+                    break Err(StoreError::CommitFailed(format!(
+                        "{MAX_OPS_REFUSED} operations of the batch failed in the store, then another: {e}"
+                    )));
+                }
+                Err(Failed::Batch(e)) => break Err(e),
+                Ok(done) => break Ok(done),
             }
-            drop(hot);
-            delta.write(&txn)?;
-            txn.commit()?;
-            Ok(())
-        })();
-        // Ops not reached (begin_write failed, or an op's store failure stopped the batch) still
-        // need an answer: the batch's error, given below.
-        for op in ops {
-            replies.push(match op {
-                WriteOp::Ingest(_, tx) => {
-                    Reply::Ingest(tx, Err(StoreError::WriterGone), Instant::now())
-                }
-                WriteOp::Attempt(_, tx) => Reply::Attempt(tx, Err(StoreError::WriterGone)),
-                WriteOp::Prune { reply, .. } => Reply::Prune(reply, Err(StoreError::WriterGone)),
-                WriteOp::EndpointDisabled { reply, .. } => {
-                    Reply::Unit(reply, Err(StoreError::WriterGone))
-                }
-                WriteOp::Cancel(_, tx) => Reply::Cancel(tx, Err(StoreError::WriterGone)),
-                WriteOp::Replay(_, tx) => Reply::Replay(tx, Err(StoreError::WriterGone)),
-                WriteOp::Pause { reply, .. } => Reply::Pause(reply, Err(StoreError::WriterGone)),
-            });
-        }
+        };
         match result {
-            Ok(()) => {
+            Ok((outcomes, enqueued)) => {
                 // A batch that had to refuse webhooks for lack of disk is not a recovery.
                 self.healthy.store(!refused, Ordering::Relaxed);
                 self.metrics
@@ -606,8 +561,8 @@ impl Writer {
                     // The scheduler may be gone during shutdown; the work is on disk either way.
                     let _ = self.enqueued_tx.send(enqueued);
                 }
-                for reply in replies {
-                    if let Some(received) = reply.send() {
+                for (op, outcome) in batch.drain(..).zip(outcomes) {
+                    if let Some(received) = op.answer(outcome) {
                         self.metrics
                             .ack_duration
                             .observe(received.elapsed().as_secs_f64());
@@ -615,70 +570,108 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.idem.revert(&mut self.idem_undo);
                 self.healthy.store(false, Ordering::Relaxed);
-                tracing::error!(error = %e, batch = size, "store commit failed; the batch is refused");
-                for reply in replies {
-                    reply.fail(&e);
+                tracing::error!(error = %e, batch = batch.len(), "store commit failed; the batch is refused");
+                for op in batch.drain(..) {
+                    op.refuse(&e);
                 }
             }
         }
     }
 
+    /// One try at committing `batch`: every op's outcome (in order) and the new pending work,
+    /// or why nothing was committed. On failure the writer's index of claims is put back.
+    fn try_commit(&mut self, batch: &[WriteOp]) -> Result<(Vec<Outcome>, Vec<Enqueued>), Failed> {
+        self.idem_undo.clear();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut enqueued = Vec::new();
+        let result = (|| -> Result<(), Failed> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            let mut delta = CountDelta::default();
+            // Ingests and attempts (nearly every op) share tables opened once per run of them;
+            // other ops open their own, so the shared set is closed before one runs.
+            let mut hot: Option<HotTables> = None;
+            for (i, op) in batch.iter().enumerate() {
+                let outcome = match op {
+                    WriteOp::Ingest(w, _) => {
+                        let tables = match &mut hot {
+                            Some(t) => t,
+                            None => hot.insert(HotTables::open(&txn)?),
+                        };
+                        Outcome::Ingest(self.ingest(tables, w, &mut enqueued, &mut delta))
+                    }
+                    WriteOp::Attempt(w, _) => {
+                        let tables = match &mut hot {
+                            Some(t) => t,
+                            None => hot.insert(HotTables::open(&txn)?),
+                        };
+                        Outcome::Attempt(record_attempt(tables, w, &mut delta))
+                    }
+                    other => {
+                        hot = None;
+                        self.apply(&txn, other, &mut enqueued, &mut delta)
+                    }
+                };
+                outcomes.push(outcome.storage_error().map_err(|e| Failed::Op(i, e))?);
+            }
+            drop(hot);
+            delta.write(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok((outcomes, enqueued)),
+            Err(f) => {
+                self.idem.revert(&mut self.idem_undo);
+                Err(f)
+            }
+        }
+    }
+
+    /// The ops other than ingests and attempts, each opening the tables it needs.
     fn apply(
         &mut self,
         txn: &WriteTransaction,
-        op: WriteOp,
+        op: &WriteOp,
         enqueued: &mut Vec<Enqueued>,
         delta: &mut CountDelta,
-    ) -> Reply {
+    ) -> Outcome {
         match op {
             // The commit loop runs these with shared tables; a lone one opens its own set.
-            WriteOp::Ingest(w, tx) => {
-                let received = w.received;
-                let result =
-                    HotTables::open(txn).and_then(|mut t| self.ingest(&mut t, w, enqueued, delta));
-                Reply::Ingest(tx, result, received)
-            }
-            WriteOp::Attempt(w, tx) => Reply::Attempt(
-                tx,
+            WriteOp::Ingest(w, _) => Outcome::Ingest(
+                HotTables::open(txn).and_then(|mut t| self.ingest(&mut t, w, enqueued, delta)),
+            ),
+            WriteOp::Attempt(w, _) => Outcome::Attempt(
                 HotTables::open(txn).and_then(|mut t| record_attempt(&mut t, w, delta)),
             ),
             WriteOp::Prune {
-                now,
-                retention_ms,
-                reply,
-            } => Reply::Prune(
-                reply,
-                prune(
-                    txn,
-                    now,
-                    retention_ms,
-                    delta,
-                    &mut self.idem,
-                    &mut self.idem_undo,
-                ),
-            ),
-            WriteOp::Cancel(id, tx) => Reply::Cancel(tx, operator::cancel(txn, id, delta)),
-            WriteOp::Replay(w, tx) => {
-                Reply::Replay(tx, operator::replay(txn, &mut self.ids, w, enqueued, delta))
+                now, retention_ms, ..
+            } => Outcome::Prune(prune(
+                txn,
+                *now,
+                *retention_ms,
+                delta,
+                &mut self.idem,
+                &mut self.idem_undo,
+            )),
+            WriteOp::Cancel(id, _) => Outcome::Cancel(operator::cancel(txn, *id, delta)),
+            WriteOp::Replay(w, _) => {
+                Outcome::Replay(operator::replay(txn, &mut self.ids, w, enqueued, delta))
             }
-            WriteOp::Pause { host, pause, reply } => Reply::Pause(
-                reply,
-                operator::set_pause(txn, host.as_deref(), pause.as_ref()),
-            ),
-            WriteOp::EndpointDisabled {
-                name,
-                disabled,
-                reply,
-            } => Reply::Unit(reply, set_endpoint_disabled(txn, &name, disabled)),
+            WriteOp::Pause { host, pause, .. } => {
+                Outcome::Unit(operator::set_pause(txn, host.as_deref(), pause.as_ref()))
+            }
+            WriteOp::EndpointDisabled { name, disabled, .. } => {
+                Outcome::Unit(set_endpoint_disabled(txn, name, *disabled))
+            }
         }
     }
 
     fn ingest(
         &mut self,
         t: &mut HotTables,
-        w: IngestWrite,
+        w: &IngestWrite,
         enqueued: &mut Vec<Enqueued>,
         delta: &mut CountDelta,
     ) -> Result<IngestResult, StoreError> {
@@ -709,18 +702,17 @@ impl Writer {
             }
         }
         let mut ids = Vec::with_capacity(w.deliveries.len());
-        for d in w.deliveries {
+        for d in &w.deliveries {
             let id = self.ids.next(now);
             t.deliveries.insert(id.0, d.record.as_slice())?;
             t.payloads.insert(id.0, d.payload.as_slice())?;
             t.due.insert((d.next_at, id.0), d.host.as_str())?;
             t.by_status.insert((Status::Pending.code(), id.0), ())?;
             delta.add(Status::Pending, 1);
-            // The host moves on to the scheduler: no copy made (and freed) on this thread.
             enqueued.push(Enqueued {
                 next_at: d.next_at,
                 id,
-                host: d.host,
+                host: d.host.clone(),
             });
             ids.push(id);
         }
@@ -772,7 +764,7 @@ impl<'t> HotTables<'t> {
 
 fn record_attempt(
     t: &mut HotTables,
-    w: AttemptWrite,
+    w: &AttemptWrite,
     delta: &mut CountDelta,
 ) -> Result<(), StoreError> {
     let existing = t
@@ -1093,13 +1085,10 @@ mod tests {
         join.join().unwrap();
     }
 
-    /// redb fails inside an op of a batch (here the pause's table no longer has the type the
-    /// code expects, so opening it is a redb `TableError`). Nothing of that batch is committed:
-    /// the ingest before the op is refused with it, the ingest after it (never reached) gets the
-    /// same error rather than "writer stopped", the idempotency claim the refused ingest made
-    /// leaves the writer's index again, and the next batch commits as usual.
-    #[test]
-    fn a_store_failure_inside_an_op_refuses_its_whole_batch() {
+    /// A store whose `host_pauses` table no longer has the type the code expects, so a pause
+    /// op meets a redb failure (`TableError`) inside a batch; and a writer without its thread,
+    /// so a test can hand it a batch.
+    fn writer_with_a_broken_pause_table() -> (tempfile::TempDir, Store, Writer, WriterHandle) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let txn = store.db().begin_write().unwrap();
@@ -1107,62 +1096,124 @@ mod tests {
         txn.open_table(redb::TableDefinition::<u64, u64>::new("host_pauses"))
             .unwrap();
         txn.commit().unwrap();
-        let (tx, _enqueued) = mpsc::unbounded_channel();
-        let (mut writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, test_disk).unwrap();
+        let (tx, _) = mpsc::unbounded_channel();
+        // Not `test_disk`: the full-disk test empties that one while others run.
+        let roomy = |_: &std::path::Path| Some(u64::MAX);
+        let (writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, roomy).unwrap();
+        (dir, store, writer, handle)
+    }
 
-        let claim = IdemClaim {
-            key: [7; 32],
-            body_hash: [1; 32],
-            expires_at: u64::MAX,
+    fn broken_pause() -> (WriteOp, oneshot::Receiver<Result<(), StoreError>>) {
+        let (tx, rx) = oneshot::channel();
+        let op = WriteOp::Pause {
+            host: Some("h:80".into()),
+            pause: Some(PauseRecord {
+                since: 1,
+                reason: None,
+            }),
+            reply: tx,
         };
-        let keyed = |body_hash| IngestWrite {
+        (op, rx)
+    }
+
+    type IngestRx = oneshot::Receiver<Result<IngestResult, StoreError>>;
+
+    fn keyed_ingest(key: u8, body_hash: u8) -> (WriteOp, IngestRx) {
+        let (tx, rx) = oneshot::channel();
+        let w = IngestWrite {
             idem: Some(IdemClaim {
-                body_hash,
-                ..claim.clone()
+                key: [key; 32],
+                body_hash: [body_hash; 32],
+                expires_at: u64::MAX,
             }),
             ..one_delivery()
         };
-        let (before_tx, mut before) = oneshot::channel();
-        let (pause_tx, mut pause) = oneshot::channel();
-        let (after_tx, mut after) = oneshot::channel();
-        let mut batch = vec![
-            WriteOp::Ingest(keyed([1; 32]), before_tx),
-            WriteOp::Pause {
-                host: Some("h:80".into()),
-                pause: Some(PauseRecord {
-                    since: 1,
-                    reason: None,
-                }),
-                reply: pause_tx,
-            },
-            WriteOp::Ingest(one_delivery(), after_tx),
-        ];
+        (WriteOp::Ingest(w, tx), rx)
+    }
+
+    fn refused<T: std::fmt::Debug>(rx: &mut oneshot::Receiver<Result<T, StoreError>>) -> String {
+        match rx.try_recv().expect("answered") {
+            Err(StoreError::CommitFailed(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn created(rx: &mut IngestRx) -> Id {
+        match rx.try_recv().expect("answered") {
+            Ok(IngestResult::Created { ids, .. }) => ids[0],
+            other => panic!("not created: {other:?}"),
+        }
+    }
+
+    /// redb fails inside one op of a batch. That op is refused; nothing it may have written
+    /// is committed, and the ops before and after it are committed in a second try without it.
+    #[test]
+    fn an_op_that_fails_in_the_store_is_refused_alone() {
+        let (_dir, store, mut writer, handle) = writer_with_a_broken_pause_table();
+        let (a, mut a_rx) = keyed_ingest(7, 1);
+        let (p, mut p_rx) = broken_pause();
+        let (b, mut b_rx) = keyed_ingest(8, 1);
+        writer.commit_batch(&mut vec![a, p, b]);
+
+        let why = refused(&mut p_rx);
+        assert!(why.contains("failed in the store"), "{why}");
+        let (a_id, b_id) = (created(&mut a_rx), created(&mut b_rx));
+        assert!(a_id < b_id);
+        assert!(handle.healthy());
+        assert_eq!(store.counts().unwrap().get(Status::Pending), 2);
+        assert_eq!(store.last_id().unwrap(), b_id);
+        // Each claim is in the writer's index once: the first try's were put back.
+        assert_eq!(writer.idem.candidates(&[7; 32]).count(), 1);
+        assert_eq!(writer.idem.candidates(&[8; 32]).count(), 1);
+        let (again, mut again_rx) = keyed_ingest(7, 1);
+        writer.commit_batch(&mut vec![again]);
+        assert!(matches!(
+            again_rx.try_recv().unwrap(),
+            Ok(IngestResult::Duplicate { ids, .. }) if ids == vec![a_id]
+        ));
+    }
+
+    /// When op after op keeps failing, the batch stops trying after `MAX_OPS_REFUSED` of them
+    /// and refuses the rest whole: nothing is committed, every caller gets the error (an op the
+    /// last try never reached too), the claims leave the writer's index, and the next batch
+    /// commits as usual.
+    #[test]
+    fn a_batch_whose_ops_keep_failing_is_refused_whole() {
+        let (_dir, store, mut writer, handle) = writer_with_a_broken_pause_table();
+        let (a, mut a_rx) = keyed_ingest(7, 1);
+        let mut batch = vec![a];
+        let mut pauses = Vec::new();
+        for _ in 0..=MAX_OPS_REFUSED {
+            let (p, rx) = broken_pause();
+            batch.push(p);
+            pauses.push(rx);
+        }
+        let (b, mut b_rx) = keyed_ingest(8, 1);
+        batch.push(b);
         writer.commit_batch(&mut batch);
 
-        let refused = |e: StoreError| match e {
-            StoreError::CommitFailed(why) => why,
-            other => panic!("not a refused batch: {other:?}"),
-        };
-        let why = refused(before.try_recv().unwrap().unwrap_err());
-        assert!(why.contains("failed in the store"), "{why}");
-        assert_eq!(refused(after.try_recv().unwrap().unwrap_err()), why);
-        assert_eq!(refused(pause.try_recv().unwrap().unwrap_err()), why);
+        let why = refused(&mut a_rx);
+        assert!(
+            why.contains("operations of the batch failed in the store"),
+            "{why}"
+        );
+        assert_eq!(refused(&mut b_rx), why, "the op no try reached");
+        for rx in &mut pauses {
+            assert!(refused(rx).contains("failed in the store"));
+        }
         assert!(!handle.healthy());
         assert_eq!(store.counts().unwrap().get(Status::Pending), 0);
         assert_eq!(store.last_id().unwrap(), Id(0), "no delivery row stored");
         assert_eq!(
-            writer.idem.candidates(&claim.key).count(),
+            writer.idem.candidates(&[7; 32]).count(),
             0,
             "the claim left the writer's index with its batch"
         );
 
         // The refused claim is free: a different body under the same key is a new delivery.
-        let (next_tx, mut next) = oneshot::channel();
-        writer.commit_batch(&mut vec![WriteOp::Ingest(keyed([2; 32]), next_tx)]);
-        assert!(matches!(
-            next.try_recv().unwrap(),
-            Ok(IngestResult::Created { .. })
-        ));
+        let (next, mut next_rx) = keyed_ingest(7, 2);
+        writer.commit_batch(&mut vec![next]);
+        created(&mut next_rx);
         assert!(handle.healthy());
         assert_eq!(store.counts().unwrap().get(Status::Pending), 1);
     }

@@ -126,7 +126,7 @@ pub struct ReplayWrite {
 pub fn replay(
     txn: &WriteTransaction,
     ids: &mut IdGen,
-    w: ReplayWrite,
+    w: &ReplayWrite,
     enqueued: &mut Vec<Enqueued>,
     delta: &mut CountDelta,
 ) -> Result<(Id, BatchRecord), StoreError> {
@@ -206,9 +206,9 @@ pub fn replay(
     }
     let batch = BatchRecord {
         dry_run: w.dry_run,
-        reason: w.reason,
+        reason: w.reason.clone(),
         created_at: now,
-        filter: w.filter,
+        filter: w.filter.clone(),
         requested: w.requested.len() as u32,
         created,
         skipped,
