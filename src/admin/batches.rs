@@ -69,9 +69,20 @@ pub async fn create(
                     ),
                 ));
             }
-            let ids = s
-                .store
-                .select_for_replay(&filter, max)
+            // The selection reads every failed and cancelled delivery the filter's time range
+            // holds (a million rows take seconds): off the admin runtime's workers, so probes
+            // and other admin requests are not held up behind it.
+            let (store, f) = (s.store.clone(), filter.clone());
+            let ids = tokio::task::spawn_blocking(move || store.select_for_replay(&f, max))
+                .await
+                .map_err(|e| {
+                    // Only a panic in the selection or a runtime going away gets here.
+                    ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        format!("the replay selection stopped: {e}"),
+                    )
+                })?
                 .map_err(ApiError::store)?
                 .ok_or_else(|| too_large("more than that: the filter matches too many".into()))?;
             let requested = ids
