@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, GenBackgroundService};
@@ -132,7 +131,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         draining.clone(),
         backlog,
     );
-    let mut ingest_service = Service::new("ingest".into(), HttpServer::new_app(ingest));
+    let mut ingest_service = Service::new("ingest".into(), ingest);
     ingest_service.add_tcp(&config.ingest.listen.to_string());
     ingest_service.threads = Some(config.ingest.threads);
     server.add_service(ingest_service);

@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::{HttpTask, ServerSession};
+use pingora::server::ShutdownWatch;
 use sha2::{Digest, Sha256};
 
 use crate::clock;
@@ -433,9 +434,8 @@ fn json_response(status: u16, body: Vec<u8>, extra: &[(&str, String)]) -> Respon
     })
 }
 
-#[async_trait]
-impl ServeHttp for Ingest {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl Ingest {
+    async fn respond(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match self.handle(session).await {
             Ok(response) => response,
             Err(reject) => {
@@ -448,6 +448,79 @@ impl ServeHttp for Ingest {
                     .map(|a| vec![("allow", a.to_string())])
                     .unwrap_or_default();
                 json_response(reject.status, reject.body(), &allow)
+            }
+        }
+    }
+
+    /// A request whose line or headers are not HTTP/1.1 gets `400 bad_request` naming the
+    /// problem, and the connection is closed. The error's text is not logged as pingora's own
+    /// server would: its context holds the raw header bytes, credentials included.
+    async fn refuse_malformed(&self, session: &mut ServerSession, e: &pingora::Error) {
+        self.metrics.ingest("rejected");
+        let what = e
+            .cause
+            .as_ref()
+            .map(|c| c.to_string())
+            .or_else(|| e.context.as_ref().map(|c| c.as_str().to_string()))
+            .filter(|w| !w.starts_with("buf:"))
+            .unwrap_or_else(|| "unreadable".into());
+        tracing::debug!(problem = %what, "ingest: malformed request refused");
+        let body = Reject::new(
+            400,
+            "bad_request",
+            format!("the request line or headers are not valid HTTP/1.1: {what}"),
+        )
+        .body();
+        let mut header = ServerSession::generate_error(400);
+        header.remove_header(&http::header::SERVER);
+        let written = header
+            .insert_header(http::header::CONTENT_TYPE, "application/json")
+            .and_then(|()| header.set_content_length(body.len()));
+        if written.is_ok() {
+            let _ = session.write_error_response(header, body.into()).await;
+        }
+    }
+}
+
+/// Pingora's `HttpServer` app, with one change: a malformed request is answered (see
+/// `refuse_malformed`) instead of the connection being dropped without a word.
+#[async_trait]
+impl HttpServerApp for Ingest {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            // Closed before a request arrived: nothing to answer.
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype == pingora::ErrorType::InvalidHTTPHeader {
+                    self.refuse_malformed(&mut http, &e).await;
+                } else {
+                    tracing::debug!(error = ?e.etype, "ingest: request not read");
+                }
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let (parts, body) = self.respond(&mut http).await.into_parts();
+        let header: pingora::http::ResponseHeader = parts.into();
+        let tasks = vec![
+            HttpTask::Header(Box::new(header), body.is_empty()),
+            HttpTask::Body(Some(body.into()), true),
+        ];
+        if let Err(e) = http.response_duplex_vec(tasks).await {
+            tracing::debug!(error = ?e.etype, "ingest: response not written");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                tracing::debug!(error = ?e.etype, "ingest: request not finished");
+                None
             }
         }
     }

@@ -383,3 +383,79 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
         "no_matching_endpoint"
     );
 }
+
+/// Sends `raw` on a fresh connection and reads until the sidecar closes it.
+async fn raw_exchange(sidecar: &Sidecar, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
+        .await
+        .unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the sidecar answers and closes the connection")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request that is not HTTP/1.1 (a raw byte that is not a token in the request line, a
+/// header line without a colon, a Content-Length that is not a number, garbage) gets a JSON
+/// 400 and a closed connection, not a silent hang-up; and the raw header bytes, credentials
+/// included, stay out of the log.
+#[tokio::test]
+async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/m");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            [
+                format!("POST /{target}").as_bytes(),
+                b"\xff HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n",
+                b"Content-Length: 2\r\n\r\n{}",
+            ]
+            .concat(),
+            "invalid token",
+        ),
+        (
+            format!("POST /{target} HTTP/1.1\r\nHost: x\r\nX-Key: s3cret-token\r\nNoColon\r\n\r\n")
+                .into_bytes(),
+            "invalid header name",
+        ),
+        (
+            format!("POST /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{{}}")
+                .into_bytes(),
+            "Content-Length",
+        ),
+        (b"GARBAGE\r\n\r\n".to_vec(), "invalid token"),
+    ];
+    for (raw, problem) in &cases {
+        let answer = raw_exchange(&sidecar, raw).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "bad_request", "{body}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(problem), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+    // Still serving, nothing was stored, and each refusal was counted.
+    let (status, _) = sidecar.send(&target, "{}", None).await;
+    assert_eq!(status, 202);
+    receiver.wait_count(1).await;
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(&m, "hookrelay_ingest_requests_total{outcome=\"rejected\"}"),
+        Some(cases.len() as f64)
+    );
+    assert!(!sidecar.log().contains("s3cret"), "{}", sidecar.log());
+}
