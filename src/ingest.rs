@@ -465,13 +465,21 @@ impl Ingest {
             .filter(|w| !w.starts_with("buf:"))
             .unwrap_or_else(|| "unreadable".into());
         tracing::debug!(problem = %what, "ingest: malformed request refused");
-        let body = Reject::new(
-            400,
-            "bad_request",
-            format!("the request line or headers are not valid HTTP/1.1: {what}"),
-        )
-        .body();
-        let mut header = ServerSession::generate_error(400);
+        let reject = if what.starts_with("Request header larger than") {
+            Reject::new(
+                431,
+                "request_header_too_large",
+                "the request line and headers are larger than 1 MiB",
+            )
+        } else {
+            Reject::new(
+                400,
+                "bad_request",
+                format!("the request line or headers are not valid HTTP/1.1: {what}"),
+            )
+        };
+        let body = reject.body();
+        let mut header = ServerSession::generate_error(reject.status);
         header.remove_header(&http::header::SERVER);
         let written = header
             .insert_header(http::header::CONTENT_TYPE, "application/json")
@@ -480,6 +488,30 @@ impl Ingest {
             let _ = session.write_error_response(header, body.into()).await;
         }
     }
+}
+
+/// Closes a connection whose request was refused unread the way RFC 9112 9.6 asks: stop
+/// writing, then read and discard what the client is still sending (up to 1 s or 1 MiB), so
+/// closing with unread bytes does not reset the connection before the client reads the answer.
+async fn linger(session: ServerSession) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ServerSession::H1(v1) = session else {
+        return;
+    };
+    let mut stream = v1.into_inner();
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// Pingora's `HttpServer` app, with one change: a malformed request is answered (see
@@ -498,6 +530,7 @@ impl HttpServerApp for Ingest {
             Err(e) => {
                 if e.etype == pingora::ErrorType::InvalidHTTPHeader {
                     self.refuse_malformed(&mut http, &e).await;
+                    linger(http).await;
                 } else {
                     tracing::debug!(error = ?e.etype, "ingest: request not read");
                 }
@@ -506,13 +539,16 @@ impl HttpServerApp for Ingest {
         }
         http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let (parts, body) = self.respond(&mut http).await.into_parts();
+        let status = parts.status;
         let header: pingora::http::ResponseHeader = parts.into();
         let tasks = vec![
             HttpTask::Header(Box::new(header), body.is_empty()),
             HttpTask::Body(Some(body.into()), true),
         ];
         if let Err(e) = http.response_duplex_vec(tasks).await {
-            tracing::debug!(error = ?e.etype, "ingest: response not written");
+            // After a commit this is an ack the app never saw: it may send the webhook again
+            // (a duplicate delivery unless it carries an idempotency key).
+            tracing::warn!(error = ?e.etype, %status, "ingest: response not written");
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&http);

@@ -113,24 +113,19 @@ impl Queue {
     }
 
     /// Every host with pending or in-flight work, an open circuit or a `Retry-After` hold still
-    /// in force at `now`, and every paused host, sorted by name. A hold that has passed is
-    /// dropped here (an idle host's would otherwise stay listed until its next attempt).
-    pub fn hosts(&mut self, now: u64) -> Vec<HostLoad> {
-        let passed: Vec<Host> = self
-            .hosts
-            .iter()
-            .filter(|(_, hq)| hq.not_before > 0 && hq.not_before <= now)
-            .map(|(h, _)| h.clone())
-            .collect();
-        for host in passed {
-            if let Some(hq) = self.hosts.get_mut(&host) {
-                hq.not_before = 0;
-            }
-            self.refresh(&host);
-        }
+    /// in force at `now`, and every paused host, sorted by name. A hold that has passed is not
+    /// shown (an idle host keeps its entry until its next attempt; reading does not change it).
+    pub fn hosts(&self, now: u64) -> Vec<HostLoad> {
         let mut out: Vec<HostLoad> = self
             .hosts
             .iter()
+            .filter(|(h, hq)| {
+                !hq.pending.is_empty()
+                    || hq.in_flight > 0
+                    || hq.circuit.is_open()
+                    || hq.not_before > now
+                    || self.paused_hosts.contains(*h)
+            })
             .map(|(h, hq)| HostLoad {
                 host: h.to_string(),
                 pending: hq.pending.len(),
@@ -138,7 +133,7 @@ impl Queue {
                 paused: self.paused_hosts.contains(h),
                 next_at: hq.pending.first().map(|(at, _)| *at),
                 circuit: hq.circuit,
-                retry_after_until: (hq.not_before > 0).then_some(hq.not_before),
+                retry_after_until: (hq.not_before > now).then_some(hq.not_before),
             })
             .collect();
         for h in &self.paused_hosts {
@@ -705,11 +700,11 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].retry_after_until, Some(1000));
         assert!(q.hosts(1000).is_empty());
-        assert!(q.hosts.is_empty());
-        // A host with work keeps its entry, without the passed hold.
+        // A host with work is listed, without the passed hold.
         q.push("h:80", 0, Id(2));
-        let (id, host) = q.pop_due(0).unwrap();
-        q.report(&host, HostSignal::Neutral, Some(2000), 5);
+        assert_eq!(q.pop_due(999), None, "the hold still applies to new work");
+        let (id, host) = q.pop_due(1000).unwrap();
+        q.report(&host, HostSignal::Neutral, Some(2000), 1000);
         q.complete(&host, id, Some(3000));
         assert_eq!(q.hosts(1999)[0].retry_after_until, Some(2000));
         let after = q.hosts(2000);

@@ -78,8 +78,8 @@ pub async fn create(
                 .map_err(|e| {
                     // Only a panic in the selection or a runtime going away gets here.
                     ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "store_unavailable",
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
                         format!("the replay selection stopped: {e}"),
                     )
                 })?

@@ -539,6 +539,11 @@ impl Writer {
                     batch.remove(i).refuse(&StoreError::CommitFailed(format!(
                         "the operation failed in the store: {e}"
                     )));
+                    if batch.is_empty() {
+                        // Nothing left to commit (a lone op failed): no empty commit, and no
+                        // word on the store's health either way.
+                        return;
+                    }
                 }
                 Err(Failed::Op(_, e)) => {
                     break Err(StoreError::CommitFailed(format!(
@@ -907,6 +912,8 @@ fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DeliveryId;
+    use redb::ReadableTableMetadata;
 
     /// The test's disk: how many bytes are free.
     static FREE: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -1085,22 +1092,38 @@ mod tests {
         join.join().unwrap();
     }
 
-    /// A store whose `host_pauses` table no longer has the type the code expects, so a pause
-    /// op meets a redb failure (`TableError`) inside a batch; and a writer without its thread,
-    /// so a test can hand it a batch.
-    fn writer_with_a_broken_pause_table() -> (tempfile::TempDir, Store, Writer, WriterHandle) {
+    /// A store whose table `broken` no longer has the type the code expects, so an op that
+    /// opens it meets a redb failure (`TableError`) inside a batch; and a writer without its
+    /// thread, so a test can hand it a batch, with the scheduler's end of its announcements.
+    fn writer_with_a_broken_table(
+        broken: &str,
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        Writer,
+        WriterHandle,
+        mpsc::UnboundedReceiver<Vec<Enqueued>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let txn = store.db().begin_write().unwrap();
-        assert!(txn.delete_table(HOST_PAUSES).unwrap());
-        txn.open_table(redb::TableDefinition::<u64, u64>::new("host_pauses"))
-            .unwrap();
+        let wrong = redb::TableDefinition::<u64, u64>::new(broken);
+        assert!(txn.delete_table(wrong).unwrap());
+        txn.open_table(wrong).unwrap();
         txn.commit().unwrap();
-        let (tx, _) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         // Not `test_disk`: the full-disk test empties that one while others run.
         let roomy = |_: &std::path::Path| Some(u64::MAX);
         let (writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, roomy).unwrap();
-        (dir, store, writer, handle)
+        (dir, store, writer, handle, rx)
+    }
+
+    fn announced(rx: &mut mpsc::UnboundedReceiver<Vec<Enqueued>>) -> Vec<Id> {
+        let mut ids = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            ids.extend(batch.into_iter().map(|e| e.id));
+        }
+        ids
     }
 
     fn broken_pause() -> (WriteOp, oneshot::Receiver<Result<(), StoreError>>) {
@@ -1149,7 +1172,8 @@ mod tests {
     /// is committed, and the ops before and after it are committed in a second try without it.
     #[test]
     fn an_op_that_fails_in_the_store_is_refused_alone() {
-        let (_dir, store, mut writer, handle) = writer_with_a_broken_pause_table();
+        let (_dir, store, mut writer, handle, mut enqueued) =
+            writer_with_a_broken_table("host_pauses");
         let (a, mut a_rx) = keyed_ingest(7, 1);
         let (p, mut p_rx) = broken_pause();
         let (b, mut b_rx) = keyed_ingest(8, 1);
@@ -1159,6 +1183,7 @@ mod tests {
         assert!(why.contains("failed in the store"), "{why}");
         let (a_id, b_id) = (created(&mut a_rx), created(&mut b_rx));
         assert!(a_id < b_id);
+        assert_eq!(announced(&mut enqueued), vec![a_id, b_id]);
         assert!(handle.healthy());
         assert_eq!(store.counts().unwrap().get(Status::Pending), 2);
         assert_eq!(store.last_id().unwrap(), b_id);
@@ -1179,7 +1204,8 @@ mod tests {
     /// commits as usual.
     #[test]
     fn a_batch_whose_ops_keep_failing_is_refused_whole() {
-        let (_dir, store, mut writer, handle) = writer_with_a_broken_pause_table();
+        let (_dir, store, mut writer, handle, mut enqueued) =
+            writer_with_a_broken_table("host_pauses");
         let (a, mut a_rx) = keyed_ingest(7, 1);
         let mut batch = vec![a];
         let mut pauses = Vec::new();
@@ -1202,6 +1228,7 @@ mod tests {
             assert!(refused(rx).contains("failed in the store"));
         }
         assert!(!handle.healthy());
+        assert!(announced(&mut enqueued).is_empty());
         assert_eq!(store.counts().unwrap().get(Status::Pending), 0);
         assert_eq!(store.last_id().unwrap(), Id(0), "no delivery row stored");
         assert_eq!(
@@ -1216,5 +1243,59 @@ mod tests {
         created(&mut next_rx);
         assert!(handle.healthy());
         assert_eq!(store.counts().unwrap().get(Status::Pending), 1);
+    }
+
+    /// The failing op has already written rows when redb fails: a replay creates its delivery
+    /// (record, payload, `due` and `by_status` rows, a pending count, an announcement) and then
+    /// cannot open `batches`. None of that is committed or announced; the ingests around it are;
+    /// and a lone op that fails commits nothing and leaves the store's health alone.
+    #[test]
+    fn a_failed_op_leaves_none_of_its_writes_behind() {
+        let (_dir, store, mut writer, handle, mut enqueued) = writer_with_a_broken_table("batches");
+        let (x, mut x_rx) = keyed_ingest(1, 1);
+        writer.commit_batch(&mut vec![x]);
+        let source = created(&mut x_rx);
+        let (tx, mut cancel_rx) = oneshot::channel();
+        writer.commit_batch(&mut vec![WriteOp::Cancel(source, tx)]);
+        assert!(matches!(cancel_rx.try_recv(), Ok(Ok(_))));
+        assert_eq!(announced(&mut enqueued), vec![source]);
+
+        let replay = || {
+            let (tx, rx) = oneshot::channel();
+            let w = ReplayWrite {
+                requested: vec![(DeliveryId(source).to_string(), Some(source))],
+                filter: None,
+                dry_run: false,
+                reason: None,
+            };
+            (WriteOp::Replay(w, tx), rx)
+        };
+        let (a, mut a_rx) = keyed_ingest(7, 1);
+        let (r, mut r_rx) = replay();
+        let (b, mut b_rx) = keyed_ingest(8, 1);
+        writer.commit_batch(&mut vec![a, r, b]);
+        assert!(refused(&mut r_rx).contains("failed in the store"));
+        let (a_id, b_id) = (created(&mut a_rx), created(&mut b_rx));
+        assert_eq!(announced(&mut enqueued), vec![a_id, b_id]);
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.get(Status::Pending), counts.get(Status::Cancelled)),
+            (2, 1)
+        );
+        let txn = store.db().begin_read().unwrap();
+        assert_eq!(txn.open_table(DELIVERIES).unwrap().len().unwrap(), 3);
+        assert_eq!(txn.open_table(PAYLOADS).unwrap().len().unwrap(), 3);
+        assert_eq!(txn.open_table(DUE).unwrap().len().unwrap(), 2);
+        assert_eq!(txn.open_table(BY_STATUS).unwrap().len().unwrap(), 3);
+        drop(txn);
+
+        // Alone, the failing op is refused without a commit; health is not touched.
+        let commits = |w: &Writer| w.metrics.commit_batch_size.get_sample_count();
+        let before = commits(&writer);
+        let (r, mut r_rx) = replay();
+        writer.commit_batch(&mut vec![r]);
+        assert!(refused(&mut r_rx).contains("failed in the store"));
+        assert_eq!(commits(&writer), before);
+        assert!(handle.healthy());
     }
 }

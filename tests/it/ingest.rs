@@ -404,13 +404,17 @@ async fn raw_exchange(sidecar: &Sidecar, raw: &[u8]) -> String {
 
 /// A request that is not HTTP/1.1 (a raw byte that is not a token in the request line, a
 /// header line without a colon, a Content-Length that is not a number, garbage) gets a JSON
-/// 400 and a closed connection, not a silent hang-up; and the raw header bytes, credentials
-/// included, stay out of the log.
+/// 400, and headers over pingora's 1 MiB a 431, each with a closed connection rather than a
+/// silent hang-up; and the raw header bytes, credentials included, stay out of the log.
 #[tokio::test]
 async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
     let receiver = Receiver::ok().await;
     let sidecar = Sidecar::start("").await;
     let target = receiver.url("/m");
+    let huge = format!(
+        "POST /{target} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(1_100_000)
+    );
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             [
@@ -432,18 +436,27 @@ async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
             "Content-Length",
         ),
         (b"GARBAGE\r\n\r\n".to_vec(), "invalid token"),
+        (huge.into_bytes(), "larger than 1 MiB"),
     ];
     for (raw, problem) in &cases {
         let answer = raw_exchange(&sidecar, raw).await;
         let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
-        assert!(head.starts_with("HTTP/1.1 400 "), "{answer}");
+        let (status, code) = match *problem {
+            "larger than 1 MiB" => ("431", "request_header_too_large"),
+            _ => ("400", "bad_request"),
+        };
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{}",
+            &answer[..answer.len().min(300)]
+        );
         assert!(
             head.to_ascii_lowercase()
                 .contains("content-type: application/json"),
             "{head}"
         );
         let json: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(json["error"]["code"], "bad_request", "{body}");
+        assert_eq!(json["error"]["code"], code, "{body}");
         let message = json["error"]["message"].as_str().unwrap();
         assert!(message.contains(problem), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
