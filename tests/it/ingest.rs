@@ -472,3 +472,62 @@ async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
     );
     assert!(!sidecar.log().contains("s3cret"), "{}", sidecar.log());
 }
+
+/// Ingest keeps a connection open for the next request (as pingora's own server did), and
+/// closes it when the client asks.
+#[tokio::test]
+async fn ingest_reuses_a_connection_and_closes_it_on_request() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/k");
+    let request = |extra: &str| {
+        format!("POST /{target} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 2\r\n\r\n{{}}")
+    };
+    let stream = tokio::net::TcpStream::connect(sidecar.ingest)
+        .await
+        .unwrap();
+    let mut conn = BufReader::new(stream);
+    // Reads one response: its status line and its body (by Content-Length).
+    async fn response(conn: &mut BufReader<tokio::net::TcpStream>) -> (String, String) {
+        let mut status = String::new();
+        conn.read_line(&mut status).await.unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            let n = conn.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "the connection closed mid-response (status line {status:?})");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+    for _ in 0..2 {
+        conn.get_mut()
+            .write_all(request("").as_bytes())
+            .await
+            .unwrap();
+        let (status, body) = response(&mut conn).await;
+        assert!(status.starts_with("HTTP/1.1 202 "), "{status} {body}");
+    }
+    conn.get_mut()
+        .write_all(request("Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, _) = response(&mut conn).await;
+    assert!(status.starts_with("HTTP/1.1 202 "), "{status}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "the connection is closed");
+    receiver.wait_count(3).await;
+}
