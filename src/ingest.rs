@@ -537,7 +537,7 @@ impl HttpServerApp for Ingest {
                 return None;
             }
         }
-        http.set_keepalive(None);
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let (parts, body) = self.respond(&mut http).await.into_parts();
         let status = parts.status;
         let header: pingora::http::ResponseHeader = parts.into();

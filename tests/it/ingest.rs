@@ -496,7 +496,10 @@ async fn ingest_reuses_a_connection_and_closes_it_on_request() {
         loop {
             let mut line = String::new();
             let n = conn.read_line(&mut line).await.unwrap();
-            assert!(n > 0, "the connection closed mid-response (status line {status:?})");
+            assert!(
+                n > 0,
+                "the connection closed mid-response (status line {status:?})"
+            );
             if line == "\r\n" {
                 break;
             }
