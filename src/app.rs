@@ -111,6 +111,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         gate: gate.clone(),
         host_health: host_health.clone(),
         backlog: backlog.clone(),
+        parked: Default::default(),
     };
 
     let conf = ServerConf {

@@ -22,12 +22,34 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Parse(#[from] Box<figment::Error>),
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
     #[error("config file {0}: not found")]
     MissingFile(PathBuf),
+}
+
+/// figment's errors, one per line, naming the key as the operator writes it (`retry.max_delay`;
+/// figment's own text puts its profile name in front, `default.retry.max_delay`).
+fn describe(e: &figment::Error) -> String {
+    e.clone()
+        .into_iter()
+        .map(|e| {
+            let mut line = e.kind.to_string();
+            if !e.path.is_empty() {
+                line.push_str(&format!(" for key `{}`", e.path.join(".")));
+            }
+            if let Some(md) = &e.metadata {
+                match &md.source {
+                    Some(source) => line.push_str(&format!(" in {source} {}", md.name)),
+                    None => line.push_str(&format!(" in {}", md.name)),
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {

@@ -60,7 +60,10 @@ pub struct Queue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostLoad {
     pub host: String,
+    /// Pending deliveries, those held for a disabled endpoint included.
     pub pending: usize,
+    /// Of `pending`, the deliveries held because their endpoint was disabled by a 410.
+    pub held_for_disabled_endpoint: usize,
     pub in_flight: usize,
     pub paused: bool,
     /// When its earliest pending delivery is due.
@@ -129,6 +132,7 @@ impl Queue {
             .map(|(h, hq)| HostLoad {
                 host: h.to_string(),
                 pending: hq.pending.len(),
+                held_for_disabled_endpoint: 0,
                 in_flight: hq.in_flight,
                 paused: self.paused_hosts.contains(h),
                 next_at: hq.pending.first().map(|(at, _)| *at),
@@ -141,6 +145,7 @@ impl Queue {
                 out.push(HostLoad {
                     host: h.to_string(),
                     pending: 0,
+                    held_for_disabled_endpoint: 0,
                     in_flight: 0,
                     paused: true,
                     next_at: None,
@@ -354,6 +359,72 @@ pub enum Control {
     Hosts(oneshot::Sender<Vec<HostLoad>>),
 }
 
+/// A delivery held for a disabled endpoint: (host, next_at, id).
+type Held = (Host, u64, Id);
+
+/// Deliveries of endpoints disabled by a 410, by endpoint: (host, next_at, id). They stay
+/// pending in the store and leave the queue until the endpoint is enabled.
+#[derive(Default)]
+pub struct Parked {
+    by_endpoint: HashMap<String, Vec<Held>>,
+    count: usize,
+}
+
+impl Parked {
+    fn park(&mut self, endpoint: String, host: Host, at: u64, id: Id) {
+        self.by_endpoint
+            .entry(endpoint)
+            .or_default()
+            .push((host, at, id));
+        self.count += 1;
+    }
+
+    /// Takes out the deliveries of every endpoint not in `disabled`, by endpoint.
+    fn release(&mut self, disabled: &BTreeSet<String>) -> Vec<(String, Vec<Held>)> {
+        let enabled: Vec<String> = self
+            .by_endpoint
+            .keys()
+            .filter(|e| !disabled.contains(*e))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(enabled.len());
+        for endpoint in enabled {
+            if let Some(held) = self.by_endpoint.remove(&endpoint) {
+                self.count -= held.len();
+                out.push((endpoint, held));
+            }
+        }
+        out
+    }
+
+    /// Adds the held deliveries to the hosts' loads (listing a host that has nothing else).
+    fn add_to(&self, loads: &mut Vec<HostLoad>) {
+        let mut by_host: HashMap<&str, usize> = HashMap::new();
+        for (host, _, _) in self.by_endpoint.values().flatten() {
+            *by_host.entry(host).or_default() += 1;
+        }
+        for (host, n) in by_host {
+            match loads.iter_mut().find(|l| l.host == host) {
+                Some(load) => {
+                    load.pending += n;
+                    load.held_for_disabled_endpoint += n;
+                }
+                None => loads.push(HostLoad {
+                    host: host.to_string(),
+                    pending: n,
+                    held_for_disabled_endpoint: n,
+                    in_flight: 0,
+                    paused: false,
+                    next_at: None,
+                    circuit: Circuit::default(),
+                    retry_after_until: None,
+                }),
+            }
+        }
+        loads.sort_by(|a, b| a.host.cmp(&b.host));
+    }
+}
+
 pub struct Scheduler {
     pub queue: Queue,
     /// Global pause: no new attempt starts while set. Loaded from the store at start.
@@ -371,6 +442,8 @@ pub struct Scheduler {
     /// Where host breaker states are published for the admin API.
     pub host_health: HostHealth,
     pub backlog: Backlog,
+    /// Deliveries held for disabled endpoints (see `gate`).
+    pub parked: Parked,
 }
 
 impl Scheduler {
@@ -381,9 +454,6 @@ impl Scheduler {
         let mut draining = *drain.borrow();
         // Set once the writer's channel closed, so the closed channel is not polled again.
         let mut writer_gone = false;
-        // Deliveries of disabled endpoints, by endpoint: (host, next_at, id).
-        let mut parked: HashMap<String, Vec<(Host, u64, Id)>> = HashMap::new();
-        let mut parked_count = 0usize;
         let mut gate_rx = self.gate.subscribe();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -400,16 +470,17 @@ impl Scheduler {
                     self.dispatch(id, host, done_tx.clone());
                 }
             }
+            // Pending as the store counts it (`in_progress` apart): held deliveries included.
             self.metrics
                 .queue_depth
                 .with_label_values(&["pending"])
-                .set(self.queue.pending() as i64);
+                .set((self.queue.pending() + self.parked.count) as i64);
             self.metrics
                 .queue_depth
                 .with_label_values(&["in_progress"])
                 .set(self.in_flight.len() as i64);
             self.backlog
-                .set(self.queue.pending() + self.in_flight.len() + parked_count);
+                .set(self.queue.pending() + self.in_flight.len() + self.parked.count);
 
             self.metrics.paused.set(i64::from(self.paused));
 
@@ -453,8 +524,7 @@ impl Scheduler {
                         // enabled it while this attempt was finishing.
                         (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
                             self.queue.complete(&done.host, done.id, None);
-                            parked.entry(endpoint).or_default().push((done.host, at, done.id));
-                            parked_count += 1;
+                            self.parked.park(endpoint, done.host, at, done.id);
                         }
                         (_, next_at) => self.queue.complete(&done.host, done.id, next_at),
                     }
@@ -462,17 +532,12 @@ impl Scheduler {
                 changed = gate_rx.changed() => {
                     if changed.is_ok() {
                         let disabled = gate_rx.borrow_and_update().clone();
-                        parked.retain(|endpoint, held| {
-                            if disabled.contains(endpoint) {
-                                return true;
-                            }
+                        for (endpoint, held) in self.parked.release(&disabled) {
                             tracing::info!(endpoint, deliveries = held.len(), "endpoint enabled: its deliveries resume");
-                            for (host, at, id) in held.drain(..) {
+                            for (host, at, id) in held {
                                 self.queue.push(&host, at, id);
-                                parked_count -= 1;
                             }
-                            false
-                        });
+                        }
                     }
                 }
                 _ = sleep_opt(sleep_for) => {}
@@ -519,7 +584,11 @@ impl Scheduler {
                 let _ = reply.send(withdrawn);
             }
             Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
-            Control::Hosts(reply) => drop(reply.send(self.queue.hosts(clock::now_ms()))),
+            Control::Hosts(reply) => {
+                let mut loads = self.queue.hosts(clock::now_ms());
+                self.parked.add_to(&mut loads);
+                let _ = reply.send(loads);
+            }
         }
     }
 
@@ -640,6 +709,7 @@ mod tests {
             HostLoad {
                 host: "h:80".into(),
                 pending: 1,
+                held_for_disabled_endpoint: 0,
                 in_flight: 0,
                 paused: false,
                 next_at: Some(9),

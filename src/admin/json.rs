@@ -249,7 +249,10 @@ pub fn pause(host: Option<String>, p: Option<&PauseRecord>) -> PauseJson {
 #[derive(Serialize)]
 pub struct HostJson {
     pub host: String,
+    /// Pending deliveries, those held for a disabled endpoint included.
     pub pending: usize,
+    /// Of `pending`, the deliveries held because their endpoint was disabled by a 410.
+    pub held_for_disabled_endpoint: usize,
     pub in_progress: usize,
     pub next_attempt_at: Option<String>,
     pub paused: bool,
@@ -267,6 +270,7 @@ pub fn host(load: &HostLoad, pause: Option<&PauseRecord>) -> HostJson {
     HostJson {
         host: load.host.clone(),
         pending: load.pending,
+        held_for_disabled_endpoint: load.held_for_disabled_endpoint,
         in_progress: load.in_flight,
         next_attempt_at: load.next_at.map(clock::rfc3339),
         paused: load.paused,

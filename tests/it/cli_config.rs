@@ -79,6 +79,15 @@ fn config_check_names_the_key_and_the_layer_that_set_it() {
         err.contains("nope") && err.contains("HOOKRELAY_INGEST__NOPE"),
         "{err}"
     );
+    // The key as the operator writes it, without figment's profile name in front.
+    let out = hookrelay(
+        &["config", "check"],
+        &[("HOOKRELAY_RETRY__MAX_DELAY", "soon")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("for key `retry.max_delay`"), "{err}");
+    assert!(!err.contains("default."), "{err}");
 
     let out = hookrelay(
         &["config", "check", "-c", "/nonexistent/hookrelay.toml"],

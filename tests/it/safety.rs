@@ -361,6 +361,25 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     };
     let before = gone_requests();
     assert_eq!(sidecar.delivery(&second).await["attempt_count"], 0);
+    // Held deliveries are pending work: listed under their host and counted by the gauge.
+    let receiver_host = receiver.url("").split('/').nth(2).unwrap().to_string();
+    let held = wait_for("both deliveries to be held", || async {
+        let (_, hosts) = sidecar.get_json("/v1/hosts").await;
+        hosts["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == receiver_host.as_str())
+            .filter(|h| h["held_for_disabled_endpoint"] == 2)
+            .cloned()
+    })
+    .await;
+    assert_eq!(held["pending"], 2, "{held}");
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric(&m, "hookrelay_queue_depth{status=\"pending\"}"),
+        Some(2.0)
+    );
 
     back.store(true, Ordering::SeqCst);
     // The operator's CLI, over the admin API.

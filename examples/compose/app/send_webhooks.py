@@ -1,7 +1,10 @@
 """An example app: sends an order webhook through hookrelay every two seconds.
 
-It uses only the standard library. Each webhook goes to the receiver's URL prefixed with
-hookrelay's ingest URL; a 202 means the webhook is on disk and will be delivered.
+It uses only the standard library. Each webhook goes to hookrelay's named endpoint
+(HOOKRELAY_URL, e.g. http://hookrelay:7700/e/orders), which knows the receiver's URL and signs
+the delivery; without an endpoint, set HOOKRELAY_URL to the ingest root and RECEIVER_URL to the
+receiver, and the URL-prefix form (unsigned) is used. A 202 means the webhook is on disk and will
+be delivered.
 """
 
 import json
@@ -10,8 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
-HOOKRELAY_URL = os.environ.get("HOOKRELAY_URL", "http://127.0.0.1:7700/")
-RECEIVER_URL = os.environ.get("RECEIVER_URL", "http://127.0.0.1:8080/hooks/orders")
+HOOKRELAY_URL = os.environ.get("HOOKRELAY_URL", "http://127.0.0.1:7700/e/orders")
+RECEIVER_URL = os.environ.get("RECEIVER_URL", "")
 
 
 def send(order_id: int) -> None:
