@@ -66,7 +66,8 @@ pub struct HostLoad {
     pub held_for_disabled_endpoint: usize,
     pub in_flight: usize,
     pub paused: bool,
-    /// When its earliest pending delivery is due.
+    /// When its earliest queued delivery is due (held ones are not queued: a host with only
+    /// held deliveries has none).
     pub next_at: Option<u64>,
     /// Its circuit breaker.
     pub circuit: Circuit,
@@ -379,6 +380,29 @@ impl Parked {
         self.count += 1;
     }
 
+    /// Forgets a held delivery (cancelled by an operator); false if it was not held.
+    fn remove(&mut self, id: Id) -> bool {
+        let mut emptied = None;
+        let mut found = false;
+        for (endpoint, held) in self.by_endpoint.iter_mut() {
+            if let Some(i) = held.iter().position(|(_, _, held_id)| *held_id == id) {
+                held.swap_remove(i);
+                found = true;
+                if held.is_empty() {
+                    emptied = Some(endpoint.clone());
+                }
+                break;
+            }
+        }
+        if let Some(endpoint) = emptied {
+            self.by_endpoint.remove(&endpoint);
+        }
+        if found {
+            self.count -= 1;
+        }
+        found
+    }
+
     /// Takes out the deliveries of every endpoint not in `disabled`, by endpoint.
     fn release(&mut self, disabled: &BTreeSet<String>) -> Vec<(String, Vec<Held>)> {
         let enabled: Vec<String> = self
@@ -578,8 +602,9 @@ impl Scheduler {
                 // The loop is the only place attempts start, so nothing can start this one
                 // between this check and the removal.
                 let withdrawn = !self.in_flight.contains(id);
-                if withdrawn {
-                    self.queue.remove(&host, next_at, id);
+                // Queued, or held for a disabled endpoint (a cancel must not leave it counted).
+                if withdrawn && !self.queue.remove(&host, next_at, id) {
+                    self.parked.remove(id);
                 }
                 let _ = reply.send(withdrawn);
             }
@@ -814,5 +839,54 @@ mod tests {
         // Closed again: the rest flow, several at once.
         assert!(q.pop_due(215).is_some());
         assert!(q.pop_due(215).is_some());
+    }
+
+    #[test]
+    fn held_deliveries_are_counted_released_by_endpoint_and_merged_into_host_loads() {
+        let host = |h: &str| -> Host { Arc::from(h) };
+        let mut parked = Parked::default();
+        parked.park("a".into(), host("x:80"), 5, Id(1));
+        parked.park("a".into(), host("y:80"), 5, Id(2));
+        parked.park("b".into(), host("x:80"), 5, Id(3));
+        assert_eq!(parked.count, 3);
+
+        // Merged into a queued host's row, and a row of its own for a host with nothing else.
+        let mut q = Queue::new(8);
+        q.push("x:80", 9, Id(4));
+        let mut loads = q.hosts(0);
+        parked.add_to(&mut loads);
+        let rows: Vec<_> = loads
+            .iter()
+            .map(|l| {
+                (
+                    l.host.as_str(),
+                    l.pending,
+                    l.held_for_disabled_endpoint,
+                    l.next_at,
+                )
+            })
+            .collect();
+        assert_eq!(rows, vec![("x:80", 3, 2, Some(9)), ("y:80", 1, 1, None)]);
+
+        // A cancel forgets one; an unknown id is not held.
+        assert!(parked.remove(Id(2)));
+        assert!(!parked.remove(Id(2)));
+        assert_eq!(parked.count, 2);
+        assert!(!parked.by_endpoint.contains_key("a") || parked.by_endpoint["a"].len() == 1);
+
+        // Enabling `a` releases only its deliveries.
+        let disabled: BTreeSet<String> = ["b".to_string()].into();
+        let released = parked.release(&disabled);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].0, "a");
+        assert_eq!(
+            released[0].1.iter().map(|h| h.2).collect::<Vec<_>>(),
+            vec![Id(1)]
+        );
+        assert_eq!(parked.count, 1);
+        assert!(parked.release(&disabled).is_empty());
+        assert_eq!(parked.release(&BTreeSet::new()).len(), 1);
+        assert_eq!(parked.count, 0);
+        assert!(parked.by_endpoint.is_empty());
     }
 }

@@ -361,25 +361,41 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     };
     let before = gone_requests();
     assert_eq!(sidecar.delivery(&second).await["attempt_count"], 0);
-    // Held deliveries are pending work: listed under their host and counted by the gauge.
+    // Held deliveries are pending work: listed under their host and counted by the gauge; a
+    // cancelled one stops counting.
     let receiver_host = receiver.url("").split('/').nth(2).unwrap().to_string();
-    let held = wait_for("both deliveries to be held", || async {
+    let host_row = || async {
         let (_, hosts) = sidecar.get_json("/v1/hosts").await;
         hosts["data"]
             .as_array()
             .unwrap()
             .iter()
             .find(|h| h["host"] == receiver_host.as_str())
-            .filter(|h| h["held_for_disabled_endpoint"] == 2)
             .cloned()
+    };
+    let pending_gauge = || async {
+        let m = sidecar.metrics().await;
+        metric(&m, "hookrelay_queue_depth{status=\"pending\"}")
+    };
+    let third = send(&sidecar, "/e/gone/3").await;
+    wait_for("three deliveries to be held", || async {
+        host_row()
+            .await
+            .filter(|h| h["held_for_disabled_endpoint"] == 3 && h["pending"] == 3)
     })
     .await;
-    assert_eq!(held["pending"], 2, "{held}");
-    let m = sidecar.metrics().await;
+    assert_eq!(pending_gauge().await, Some(3.0));
+    let (status, body) = sidecar
+        .post_raw(&format!("/v1/deliveries/{third}/cancel"), "")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let held = host_row().await.expect("still listed");
     assert_eq!(
-        metric(&m, "hookrelay_queue_depth{status=\"pending\"}"),
-        Some(2.0)
+        (&held["pending"], &held["held_for_disabled_endpoint"]),
+        (&serde_json::json!(2), &serde_json::json!(2)),
+        "{held}"
     );
+    assert_eq!(pending_gauge().await, Some(2.0));
 
     back.store(true, Ordering::SeqCst);
     // The operator's CLI, over the admin API.
@@ -398,6 +414,12 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     sidecar.wait_status(&first, "delivered").await;
     sidecar.wait_status(&second, "delivered").await;
     assert_eq!(gone_requests(), before + 2);
+    assert_eq!(sidecar.delivery(&third).await["status"], "cancelled");
+    // Released: nothing is left counted as held.
+    wait_for("the backlog to empty", || async {
+        (pending_gauge().await == Some(0.0) && host_row().await.is_none()).then_some(())
+    })
+    .await;
 
     // A name that is neither configured nor disabled (a typo) is not silently "enabled".
     let (status, body) = sidecar.post_raw("/v1/endpoints/gonne/enable", "").await;
