@@ -94,9 +94,12 @@ function draw(body, ctx, list, health, pause, load) {
       return h("tr", { "data-host": x.host },
         h("th", { scope: "row", class: "mono" },
           h("a", { href: `#/deliveries${query({ target: hostPrefix(x.host) })}` }, x.host)),
-        h("td", { class: "num" }, x.pending),
+        h("td", { class: "num" }, x.pending,
+          x.held_for_disabled_endpoint ? h("span", { class: "muted" }, ` (${x.held_for_disabled_endpoint} held)`) : null),
         h("td", { class: "num" }, x.in_progress ?? x.in_flight ?? 0),
-        h("td", {}, x.next_attempt_at ? ["due ", when(x.next_attempt_at)] : h("span", { class: "muted" }, "—")),
+        h("td", {}, x.next_attempt_at ? ["due ", when(x.next_attempt_at)]
+          : x.held_for_disabled_endpoint ? h("span", { class: "muted" }, "held: endpoint disabled (see below)")
+          : h("span", { class: "muted" }, "—")),
         hasCircuit ? h("td", {}, c ? circuitCell(c, x.health) : "—") : null,
         h("td", {}, x.paused
           ? h("span", {}, h("span", { class: "badge s-failed" }, "paused"), " ", when(x.paused_since),
