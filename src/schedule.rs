@@ -368,7 +368,6 @@ type Held = (Host, u64, Id);
 #[derive(Default)]
 pub struct Parked {
     by_endpoint: HashMap<String, Vec<Held>>,
-    count: usize,
 }
 
 impl Parked {
@@ -377,30 +376,29 @@ impl Parked {
             .entry(endpoint)
             .or_default()
             .push((host, at, id));
-        self.count += 1;
+    }
+
+    /// How many deliveries are held (a sum over the few disabled endpoints).
+    fn len(&self) -> usize {
+        self.by_endpoint.values().map(Vec::len).sum()
     }
 
     /// Forgets a held delivery (cancelled by an operator); false if it was not held.
     fn remove(&mut self, id: Id) -> bool {
-        let mut emptied = None;
-        let mut found = false;
-        for (endpoint, held) in self.by_endpoint.iter_mut() {
-            if let Some(i) = held.iter().position(|(_, _, held_id)| *held_id == id) {
-                held.swap_remove(i);
-                found = true;
-                if held.is_empty() {
-                    emptied = Some(endpoint.clone());
-                }
-                break;
+        let found = self.by_endpoint.iter().find_map(|(endpoint, held)| {
+            let i = held.iter().position(|(_, _, held_id)| *held_id == id)?;
+            Some((endpoint.clone(), i))
+        });
+        let Some((endpoint, i)) = found else {
+            return false;
+        };
+        if let Some(held) = self.by_endpoint.get_mut(&endpoint) {
+            held.swap_remove(i);
+            if held.is_empty() {
+                self.by_endpoint.remove(&endpoint);
             }
         }
-        if let Some(endpoint) = emptied {
-            self.by_endpoint.remove(&endpoint);
-        }
-        if found {
-            self.count -= 1;
-        }
-        found
+        true
     }
 
     /// Takes out the deliveries of every endpoint not in `disabled`, by endpoint.
@@ -411,14 +409,13 @@ impl Parked {
             .filter(|e| !disabled.contains(*e))
             .cloned()
             .collect();
-        let mut out = Vec::with_capacity(enabled.len());
-        for endpoint in enabled {
-            if let Some(held) = self.by_endpoint.remove(&endpoint) {
-                self.count -= held.len();
-                out.push((endpoint, held));
-            }
-        }
-        out
+        enabled
+            .into_iter()
+            .filter_map(|endpoint| {
+                let held = self.by_endpoint.remove(&endpoint)?;
+                Some((endpoint, held))
+            })
+            .collect()
     }
 
     /// Adds the held deliveries to the hosts' loads (listing a host that has nothing else).
@@ -495,16 +492,16 @@ impl Scheduler {
                 }
             }
             // Pending as the store counts it (`in_progress` apart): held deliveries included.
+            let pending = self.queue.pending() + self.parked.len();
             self.metrics
                 .queue_depth
                 .with_label_values(&["pending"])
-                .set((self.queue.pending() + self.parked.count) as i64);
+                .set(pending as i64);
             self.metrics
                 .queue_depth
                 .with_label_values(&["in_progress"])
                 .set(self.in_flight.len() as i64);
-            self.backlog
-                .set(self.queue.pending() + self.in_flight.len() + self.parked.count);
+            self.backlog.set(pending + self.in_flight.len());
 
             self.metrics.paused.set(i64::from(self.paused));
 
@@ -848,7 +845,7 @@ mod tests {
         parked.park("a".into(), host("x:80"), 5, Id(1));
         parked.park("a".into(), host("y:80"), 5, Id(2));
         parked.park("b".into(), host("x:80"), 5, Id(3));
-        assert_eq!(parked.count, 3);
+        assert_eq!(parked.len(), 3);
 
         // Merged into a queued host's row, and a row of its own for a host with nothing else.
         let mut q = Queue::new(8);
@@ -871,7 +868,7 @@ mod tests {
         // A cancel forgets one; an unknown id is not held.
         assert!(parked.remove(Id(2)));
         assert!(!parked.remove(Id(2)));
-        assert_eq!(parked.count, 2);
+        assert_eq!(parked.len(), 2);
         assert_eq!(parked.by_endpoint["a"].len(), 1);
 
         // Enabling `a` releases only its deliveries.
@@ -883,10 +880,10 @@ mod tests {
             released[0].1.iter().map(|h| h.2).collect::<Vec<_>>(),
             vec![Id(1)]
         );
-        assert_eq!(parked.count, 1);
+        assert_eq!(parked.len(), 1);
         assert!(parked.release(&disabled).is_empty());
         assert_eq!(parked.release(&BTreeSet::new()).len(), 1);
-        assert_eq!(parked.count, 0);
+        assert_eq!(parked.len(), 0);
         assert!(parked.by_endpoint.is_empty());
     }
 }

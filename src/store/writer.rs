@@ -594,30 +594,9 @@ impl Writer {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             let mut delta = CountDelta::default();
-            // Ingests and attempts (nearly every op) share tables opened once per run of them;
-            // other ops open their own, so the shared set is closed before one runs.
             let mut hot: Option<HotTables> = None;
             for (i, op) in batch.iter().enumerate() {
-                let outcome = match op {
-                    WriteOp::Ingest(w, _) => {
-                        let tables = match &mut hot {
-                            Some(t) => t,
-                            None => hot.insert(HotTables::open(&txn)?),
-                        };
-                        Outcome::Ingest(self.ingest(tables, w, &mut enqueued, &mut delta))
-                    }
-                    WriteOp::Attempt(w, _) => {
-                        let tables = match &mut hot {
-                            Some(t) => t,
-                            None => hot.insert(HotTables::open(&txn)?),
-                        };
-                        Outcome::Attempt(record_attempt(tables, w, &mut delta))
-                    }
-                    other => {
-                        hot = None;
-                        self.apply(&txn, other, &mut enqueued, &mut delta)
-                    }
-                };
+                let outcome = self.apply(&txn, &mut hot, op, &mut enqueued, &mut delta)?;
                 outcomes.push(outcome.storage_error().map_err(|e| Failed::Op(i, e))?);
             }
             drop(hot);
@@ -634,22 +613,28 @@ impl Writer {
         }
     }
 
-    /// The ops other than ingests and attempts, each opening the tables it needs.
-    fn apply(
+    /// Applies one op. Ingests and attempts (nearly every op) share `hot`, the tables opened
+    /// once per run of them; other ops open their own, so the shared set is closed before one
+    /// runs. Failing to open the shared set fails the whole try, not one op.
+    fn apply<'t>(
         &mut self,
-        txn: &WriteTransaction,
+        txn: &'t WriteTransaction,
+        hot: &mut Option<HotTables<'t>>,
         op: &WriteOp,
         enqueued: &mut Vec<Enqueued>,
         delta: &mut CountDelta,
-    ) -> Outcome {
-        match op {
-            // The commit loop runs these with shared tables; a lone one opens its own set.
-            WriteOp::Ingest(w, _) => Outcome::Ingest(
-                HotTables::open(txn).and_then(|mut t| self.ingest(&mut t, w, enqueued, delta)),
-            ),
-            WriteOp::Attempt(w, _) => Outcome::Attempt(
-                HotTables::open(txn).and_then(|mut t| record_attempt(&mut t, w, delta)),
-            ),
+    ) -> Result<Outcome, Failed> {
+        if !matches!(op, WriteOp::Ingest(..) | WriteOp::Attempt(..)) {
+            *hot = None;
+        }
+        Ok(match op {
+            WriteOp::Ingest(w, _) => {
+                let t = HotTables::shared(hot, txn)?;
+                Outcome::Ingest(self.ingest(t, w, enqueued, delta))
+            }
+            WriteOp::Attempt(w, _) => {
+                Outcome::Attempt(record_attempt(HotTables::shared(hot, txn)?, w, delta))
+            }
             WriteOp::Prune {
                 now, retention_ms, ..
             } => Outcome::Prune(prune(
@@ -670,7 +655,7 @@ impl Writer {
             WriteOp::EndpointDisabled { name, disabled, .. } => {
                 Outcome::Unit(set_endpoint_disabled(txn, name, *disabled))
             }
-        }
+        })
     }
 
     fn ingest(
@@ -754,6 +739,17 @@ struct HotTables<'t> {
 }
 
 impl<'t> HotTables<'t> {
+    /// The set in `hot`, opened first if it is not open.
+    fn shared<'h>(
+        hot: &'h mut Option<HotTables<'t>>,
+        txn: &'t WriteTransaction,
+    ) -> Result<&'h mut HotTables<'t>, StoreError> {
+        Ok(match hot {
+            Some(t) => t,
+            None => hot.insert(HotTables::open(txn)?),
+        })
+    }
+
     fn open(txn: &'t WriteTransaction) -> Result<HotTables<'t>, StoreError> {
         Ok(HotTables {
             deliveries: txn.open_table(DELIVERIES)?,
