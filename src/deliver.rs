@@ -3,9 +3,11 @@
 //!
 //! Runs on the delivery runtime, one task per attempt (the scheduler bounds how many). It never
 //! writes the store directly and never decides *when* to attempt; that is the scheduler's job.
-//! It reports what the attempt says about the host (breaker signal, `Retry-After` hold) and
-//! holds deliveries of endpoints disabled by a `410 Gone`. Signatures are added here, at send
-//! time, and never stored.
+//! As soon as the host has answered (or failed to), it hands back the attempt's per-host slot
+//! with what the exchange says about the host (breaker signal, `Retry-After` hold): the
+//! per-host limit bounds requests the host is serving, not attempts waiting for their record
+//! to be committed. It holds deliveries of endpoints disabled by a `410 Gone`. Signatures are
+//! added here, at send time, and never stored.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,17 +46,56 @@ pub struct Deliverer {
     pub gate: EndpointGate,
 }
 
-/// What the scheduler learns from one attempt.
+/// What the scheduler learns from one attempt once it is recorded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AttemptResult {
     /// When the delivery is next due, if it stays pending.
     pub next_at: Option<u64>,
-    /// What the attempt says about the host, for its circuit breaker.
-    pub signal: Option<HostSignal>,
-    /// A `Retry-After` that holds every delivery to the host until then.
-    pub hold_host_until: Option<u64>,
     /// The delivery's endpoint is disabled: hold it (pending) until the endpoint is enabled.
     pub parked: Option<String>,
+}
+
+/// What an attempt's exchange says about its destination host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostReport {
+    /// For the host's circuit breaker.
+    pub signal: HostSignal,
+    /// A `Retry-After` that holds every delivery to the host until then.
+    pub hold_host_until: Option<u64>,
+}
+
+impl HostReport {
+    /// From an attempt that never reached the host (delivery gone, endpoint disabled).
+    pub const NEUTRAL: HostReport = HostReport {
+        signal: HostSignal::Neutral,
+        hold_host_until: None,
+    };
+}
+
+/// Hands an attempt's per-host slot back to the scheduler, with its [`HostReport`], exactly
+/// once: explicitly when the host has answered, or, for an attempt that never reached the host
+/// (or whose task ends early), with a neutral report when dropped. A half-open circuit thus
+/// always hears back from its probe.
+pub struct SlotRelease(Option<Box<dyn FnOnce(HostReport) + Send>>);
+
+impl SlotRelease {
+    pub fn new(release: impl FnOnce(HostReport) + Send + 'static) -> SlotRelease {
+        SlotRelease(Some(Box::new(release)))
+    }
+
+    pub fn release(mut self, report: HostReport) {
+        if let Some(release) = self.0.take() {
+            release(report);
+        }
+    }
+}
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release(HostReport::NEUTRAL);
+        }
+    }
 }
 
 impl AttemptResult {
@@ -87,8 +128,9 @@ impl Deliverer {
         }
     }
 
-    /// Makes one attempt, unless the delivery's endpoint is disabled.
-    pub async fn attempt(&self, id: Id) -> AttemptResult {
+    /// Makes one attempt, unless the delivery's endpoint is disabled. `slot` is released as
+    /// soon as the exchange with the host is over, before the attempt is recorded.
+    pub async fn attempt(&self, id: Id, slot: SlotRelease) -> AttemptResult {
         let loaded = match self.store.delivery_with_payload(id) {
             Ok(Some(found)) => found,
             // Pruned, or removed by an operator: nothing to do.
@@ -112,7 +154,6 @@ impl Deliverer {
             return AttemptResult {
                 next_at: record.next_attempt_at,
                 parked: Some(name.to_string()),
-                ..AttemptResult::default()
             };
         }
         let number = record.attempt_count + 1;
@@ -174,6 +215,10 @@ impl Deliverer {
         };
         let hold_host_until = classify::host_hold(&outcome, policy.max_delay)
             .map(|d| finished.saturating_add(clock::duration_ms(d)));
+        slot.release(HostReport {
+            signal: classify::host_signal(classification),
+            hold_host_until,
+        });
         let attempt = Attempt {
             number,
             started_at,
@@ -203,11 +248,7 @@ impl Deliverer {
             duration,
         );
 
-        let mut result = AttemptResult {
-            signal: Some(classify::host_signal(classification)),
-            hold_host_until,
-            ..AttemptResult::default()
-        };
+        let mut result = AttemptResult::default();
         if let Some(ep) = gone {
             // Persisted before the attempt is, so a crash in between cannot lose the disabling.
             match self.writer.set_endpoint_disabled(&ep.name, true).await {
@@ -305,5 +346,124 @@ impl Deliverer {
             body: Bytes::from(payload.body),
             timeout: endpoint.map_or(self.timeout, |e| e.timeout),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::sender::SentResponse;
+    use crate::store::encode;
+    use crate::store::writer::{IngestResult, IngestWrite, NewDelivery, spawn};
+
+    /// Answers every request with 503 and `Retry-After: 7`.
+    struct Unavailable;
+
+    #[async_trait]
+    impl Sender for Unavailable {
+        async fn send(&self, _: OutgoingRequest) -> Result<crate::sender::SentResponse, SendError> {
+            Ok(SentResponse {
+                status: 503,
+                retry_after: Some("7".into()),
+                snippet: String::new(),
+            })
+        }
+    }
+
+    fn deliverer(store: &Store) -> (Deliverer, std::thread::JoinHandle<()>) {
+        let config = Config::load_with_env(None, Vec::new()).unwrap();
+        let (tx, _) = mpsc::unbounded_channel();
+        let (writer, join) = spawn(store, Metrics::new(), tx).unwrap();
+        let gate = EndpointGate::new(BTreeSet::new());
+        let d = Deliverer::new(
+            &config,
+            store.clone(),
+            writer,
+            Arc::new(Unavailable),
+            Metrics::new(),
+            gate,
+        );
+        (d, join)
+    }
+
+    async fn stored(d: &Deliverer) -> Id {
+        let write = IngestWrite {
+            idem: None,
+            event_id: None,
+            deliveries: vec![NewDelivery {
+                record: encode(&DeliveryRecord::pending(
+                    "POST".into(),
+                    "http://127.0.0.1:9/x".into(),
+                    None,
+                    None,
+                    None,
+                    0,
+                    0,
+                )),
+                payload: encode(&Payload {
+                    headers: Vec::new(),
+                    body: b"{}".to_vec(),
+                }),
+                next_at: 0,
+                host: "127.0.0.1:9".into(),
+            }],
+            received: Instant::now(),
+        };
+        match d.writer.ingest(write).await {
+            Ok(IngestResult::Created { ids, .. }) => ids[0],
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Each release, with how many attempts the store held for the delivery at that moment.
+    type Releases = Arc<Mutex<Vec<(HostReport, usize)>>>;
+
+    fn watched(store: &Store, id: Id) -> (SlotRelease, Releases) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (store, log) = (store.clone(), seen.clone());
+        let slot = SlotRelease::new(move |report| {
+            let recorded = store.attempts(id).unwrap().len();
+            log.lock().unwrap().push((report, recorded));
+        });
+        (slot, seen)
+    }
+
+    #[tokio::test]
+    async fn the_slot_is_released_with_the_hosts_answer_before_the_attempt_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d, _join) = deliverer(&store);
+        let id = stored(&d).await;
+        let (slot, seen) = watched(&store, id);
+        let before = clock::now_ms();
+        let result = d.attempt(id, slot).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "released exactly once");
+        let (report, recorded) = seen[0];
+        assert_eq!(recorded, 0, "released before the attempt was recorded");
+        assert_eq!(report.signal, HostSignal::Failed);
+        let hold = report.hold_host_until.expect("Retry-After holds the host");
+        assert!(hold >= before + 7_000, "{hold} vs {before}");
+        // And the attempt is recorded by the time the result is back.
+        assert_eq!(store.attempts(id).unwrap().len(), 1);
+        assert!(result.next_at.is_some(), "a 503 is retried");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_never_reaches_the_host_releases_a_neutral_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d, _join) = deliverer(&store);
+        let missing = Id(42);
+        let (slot, seen) = watched(&store, missing);
+        assert_eq!(d.attempt(missing, slot).await, AttemptResult::default());
+        assert_eq!(*seen.lock().unwrap(), vec![(HostReport::NEUTRAL, 0)]);
     }
 }

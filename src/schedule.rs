@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::classify::HostSignal;
 use crate::clock;
-use crate::deliver::{AttemptResult, Deliverer};
+use crate::deliver::{AttemptResult, Deliverer, HostReport, SlotRelease};
 use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
 use crate::model::Id;
@@ -34,7 +33,11 @@ type Host = Arc<str>;
 struct HostQueue {
     /// (next_attempt_at, id): earliest first, then oldest first.
     pending: BTreeSet<(u64, Id)>,
+    /// Attempts whose request the host is serving: what the per-host limit bounds.
     in_flight: usize,
+    /// Attempts the host has answered that wait for their record to be committed. They hold
+    /// no slot, but keep the host (and its breaker state) known until they are requeued.
+    recording: usize,
     /// The host's entry in `Queue::ready`, if it has one.
     slot: Option<u64>,
     /// A `Retry-After` from this host holds all of its deliveries until then.
@@ -125,7 +128,7 @@ impl Queue {
             .iter()
             .filter(|(h, hq)| {
                 !hq.pending.is_empty()
-                    || hq.in_flight > 0
+                    || hq.in_flight + hq.recording > 0
                     || hq.circuit.is_open()
                     || hq.not_before > now
                     || self.paused_hosts.contains(*h)
@@ -134,7 +137,8 @@ impl Queue {
                 host: h.to_string(),
                 pending: hq.pending.len(),
                 held_for_disabled_endpoint: 0,
-                in_flight: hq.in_flight,
+                // In progress as the store shows it: answered attempts still being recorded too.
+                in_flight: hq.in_flight + hq.recording,
                 paused: self.paused_hosts.contains(h),
                 next_at: hq.pending.first().map(|(at, _)| *at),
                 circuit: hq.circuit,
@@ -165,23 +169,24 @@ impl Queue {
         self
     }
 
-    /// Feeds an attempt's result into the host's breaker and `Retry-After` hold. Call before
-    /// [`Queue::complete`]. Returns the host's health when it changed, for the admin view.
-    pub fn report(
-        &mut self,
-        host: &str,
-        signal: HostSignal,
-        hold_until: Option<u64>,
-        now: u64,
-    ) -> Option<HostHealthView> {
+    /// The host is done with an attempt taken by [`Queue::pop_due`]: its slot is free, and what
+    /// the exchange said feeds the host's breaker and `Retry-After` hold. The attempt stays
+    /// the host's until [`Queue::finish`]. Returns the host's health when it changed, for the
+    /// admin view.
+    pub fn release(&mut self, host: &str, report: HostReport, now: u64) -> Option<HostHealthView> {
         let breaker = self.breaker;
         let hq = self.hosts.get_mut(host)?;
+        hq.in_flight = hq.in_flight.saturating_sub(1);
+        hq.recording += 1;
         let before = (hq.circuit, hq.not_before);
-        hq.circuit = hq.circuit.on_result(signal, now, breaker);
-        if let Some(until) = hold_until {
+        hq.circuit = hq.circuit.on_result(report.signal, now, breaker);
+        if let Some(until) = report.hold_host_until {
             hq.not_before = hq.not_before.max(until);
         }
-        (before != (hq.circuit, hq.not_before)).then(|| view(hq))
+        let changed = (before != (hq.circuit, hq.not_before)).then(|| view(hq));
+        let key = self.host_key(host);
+        self.refresh(&key);
+        changed
     }
 
     /// The host's breaker state, if the queue knows the host.
@@ -220,11 +225,11 @@ impl Queue {
         Some((id, host))
     }
 
-    /// An attempt finished; `next_at` is set when the delivery stays pending.
-    pub fn complete(&mut self, host: &str, id: Id, next_at: Option<u64>) {
+    /// A released attempt is recorded; `next_at` is set when the delivery stays pending here.
+    pub fn finish(&mut self, host: &str, id: Id, next_at: Option<u64>) {
         let key = self.host_key(host);
         if let Some(hq) = self.hosts.get_mut(&key) {
-            hq.in_flight = hq.in_flight.saturating_sub(1);
+            hq.recording = hq.recording.saturating_sub(1);
         }
         match next_at {
             Some(at) => self.push(&key, at, id),
@@ -264,6 +269,7 @@ impl Queue {
             self.ready.insert((at, host.clone()));
         } else if hq.pending.is_empty()
             && hq.in_flight == 0
+            && hq.recording == 0
             && !hq.circuit.is_open()
             && hq.not_before == 0
         {
@@ -326,11 +332,18 @@ impl Backlog {
     }
 }
 
-/// A finished attempt, reported by its task.
-struct Completed {
-    id: Id,
-    host: Host,
-    result: AttemptResult,
+/// What an attempt's task reports, in this order: the host is done with it (`Released`,
+/// exactly once, see [`SlotRelease`]), then it is recorded (`Recorded`).
+enum Finished {
+    Released {
+        host: Host,
+        report: HostReport,
+    },
+    Recorded {
+        id: Id,
+        host: Host,
+        result: AttemptResult,
+    },
 }
 
 /// An operator's instruction, sent by the admin after the change is stored.
@@ -471,12 +484,14 @@ impl Scheduler {
     /// Runs until `drain` turns true and the attempts in flight have finished, or `grace` after
     /// that, whichever is first. Attempts cut off by the grace period stay pending in the store.
     pub async fn run(mut self, mut drain: watch::Receiver<bool>, grace: Duration) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completed>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut draining = *drain.borrow();
         // Set once the writer's channel closed, so the closed channel is not polled again.
         let mut writer_gone = false;
         let mut gate_rx = self.gate.subscribe();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let pending_gauge = self.metrics.queue_depth.with_label_values(&["pending"]);
+        let in_progress_gauge = self.metrics.queue_depth.with_label_values(&["in_progress"]);
         loop {
             if draining {
                 if self.in_flight.is_empty() {
@@ -493,22 +508,14 @@ impl Scheduler {
             }
             // Pending as the store counts it (`in_progress` apart): held deliveries included.
             let pending = self.queue.pending() + self.parked.len();
-            self.metrics
-                .queue_depth
-                .with_label_values(&["pending"])
-                .set(pending as i64);
-            self.metrics
-                .queue_depth
-                .with_label_values(&["in_progress"])
-                .set(self.in_flight.len() as i64);
-            self.backlog.set(pending + self.in_flight.len());
+            let in_flight = self.in_flight.len();
+            pending_gauge.set(pending as i64);
+            in_progress_gauge.set(in_flight as i64);
+            self.backlog.set(pending + in_flight);
 
             self.metrics.paused.set(i64::from(self.paused));
 
-            let wake = match (
-                draining || self.paused,
-                self.in_flight.len() < self.concurrency,
-            ) {
+            let wake = match (draining || self.paused, in_flight < self.concurrency) {
                 (false, true) => self.queue.next_wake(),
                 _ => None,
             };
@@ -529,25 +536,12 @@ impl Scheduler {
                     }
                 },
                 Some(control) = self.control_rx.recv() => self.control(control),
-                Some(done) = done_rx.recv() => {
-                    self.in_flight.remove(done.id);
-                    let r = done.result;
-                    // Every completion reports, even one that never reached the host (endpoint
-                    // disabled, delivery gone): a half-open circuit must not wait forever for a
-                    // probe result that will not come.
-                    let signal = r.signal.unwrap_or(HostSignal::Neutral);
-                    let now = clock::now_ms();
-                    if let Some(view) = self.queue.report(&done.host, signal, r.hold_host_until, now) {
-                        self.publish_health(&done.host, view);
-                    }
-                    match (r.parked, r.next_at) {
-                        // Park only while the endpoint is still disabled: an operator may have
-                        // enabled it while this attempt was finishing.
-                        (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
-                            self.queue.complete(&done.host, done.id, None);
-                            self.parked.park(endpoint, done.host, at, done.id);
-                        }
-                        (_, next_at) => self.queue.complete(&done.host, done.id, next_at),
+                Some(finished) = done_rx.recv() => {
+                    self.finished(finished);
+                    // Attempts finish in bursts: take what else has arrived before the loop
+                    // updates its gauges and timers again.
+                    while let Ok(finished) = done_rx.try_recv() {
+                        self.finished(finished);
                     }
                 }
                 changed = gate_rx.changed() => {
@@ -575,6 +569,31 @@ impl Scheduler {
                         "grace period over; unfinished attempts stay pending and are retried at next start"
                     );
                     break;
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, finished: Finished) {
+        match finished {
+            // Every attempt releases its slot, even one that never reached the host (endpoint
+            // disabled, delivery gone): a half-open circuit must not wait forever for a probe
+            // result that will not come.
+            Finished::Released { host, report } => {
+                if let Some(view) = self.queue.release(&host, report, clock::now_ms()) {
+                    self.publish_health(&host, view);
+                }
+            }
+            Finished::Recorded { id, host, result } => {
+                self.in_flight.remove(id);
+                match (result.parked, result.next_at) {
+                    // Park only while the endpoint is still disabled: an operator may have
+                    // enabled it while this attempt was finishing.
+                    (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
+                        self.queue.finish(&host, id, None);
+                        self.parked.park(endpoint, host, at, id);
+                    }
+                    (_, next_at) => self.queue.finish(&host, id, next_at),
                 }
             }
         }
@@ -614,12 +633,21 @@ impl Scheduler {
         }
     }
 
-    fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Completed>) {
+    fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>) {
         self.in_flight.insert(id);
         let deliverer = self.deliverer.clone();
+        let (release_tx, release_host) = (done_tx.clone(), host.clone());
+        let slot = SlotRelease::new(move |report| {
+            let _ = release_tx.send(Finished::Released {
+                host: release_host,
+                report,
+            });
+        });
         tokio::spawn(async move {
-            let result = deliverer.attempt(id).await;
-            let _ = done_tx.send(Completed { id, host, result });
+            // The slot is released inside `attempt` (or dropped with it) before this send: the
+            // channel keeps the two reports in order.
+            let result = deliverer.attempt(id, slot).await;
+            let _ = done_tx.send(Finished::Recorded { id, host, result });
         });
     }
 
@@ -660,6 +688,7 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::HostSignal;
 
     #[test]
     fn pops_in_due_order_and_respects_time() {
@@ -691,7 +720,8 @@ mod tests {
         // slow is at its limit: fast goes next even though slow has older work.
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(100)));
         assert_eq!(q.pop_due(10), None);
-        q.complete("slow:80", a.0, None);
+        q.release("slow:80", HostReport::NEUTRAL, 0);
+        q.finish("slow:80", a.0, None);
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
     }
 
@@ -747,14 +777,52 @@ mod tests {
     }
 
     #[test]
+    fn a_released_slot_starts_the_next_attempt_while_the_host_is_kept_for_the_record() {
+        let policy = BreakerPolicy {
+            threshold: 3,
+            probe_interval_ms: 100,
+        };
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            hold_host_until: None,
+        };
+        let mut q = Queue::new(1).with_breaker(policy);
+        q.push("h:80", 0, Id(1));
+        q.push("h:80", 0, Id(2));
+        let (a, host) = q.pop_due(0).unwrap();
+        assert_eq!(q.pop_due(0), None, "the host's one slot is taken");
+        q.release(&host, failed, 1);
+        // The host has answered `a`; its record is not committed yet, and `b` may start.
+        let (b, _) = q.pop_due(1).unwrap();
+        assert_eq!(b, Id(2));
+        assert_eq!(
+            q.hosts(1)[0].in_flight,
+            2,
+            "both are in progress, as the store shows"
+        );
+        q.release(&host, failed, 2);
+        // Nothing queued or sent, but two records pending: the host and its two failures stay.
+        assert_eq!(q.circuit("h:80"), Some(Circuit::Closed { failures: 2 }));
+        q.finish(&host, a, Some(3));
+        q.finish(&host, b, Some(3));
+        let (a, host) = q.pop_due(3).unwrap();
+        q.release(&host, failed, 4);
+        assert_eq!(q.circuit("h:80"), Some(Circuit::Open { probe_at: 104 }));
+        q.finish(&host, a, Some(5));
+        assert_eq!(q.pop_due(103), None, "the open circuit holds the host");
+    }
+
+    #[test]
     fn completion_with_retry_requeues_and_idle_hosts_are_forgotten() {
         let mut q = Queue::new(8);
         q.push("h:80", 0, Id(1));
         let (id, host) = q.pop_due(0).unwrap();
-        q.complete(&host, id, Some(50));
+        q.release(&host, HostReport::NEUTRAL, 0);
+        q.finish(&host, id, Some(50));
         assert_eq!(q.next_wake(), Some(50));
         let (id, host) = q.pop_due(50).unwrap();
-        q.complete(&host, id, None);
+        q.release(&host, HostReport::NEUTRAL, 0);
+        q.finish(&host, id, None);
         assert!(q.hosts.is_empty());
         assert!(q.ready.is_empty());
     }
@@ -769,10 +837,18 @@ mod tests {
         let (id, host) = q.pop_due(0).unwrap();
         assert_eq!(&*host, "h:80");
         assert!(
-            q.report(&host, HostSignal::Neutral, Some(1000), 5)
-                .is_some()
+            q.release(
+                &host,
+                HostReport {
+                    signal: HostSignal::Neutral,
+                    hold_host_until: Some(1000)
+                },
+                5
+            )
+            .is_some()
         );
-        q.complete(&host, id, Some(1000));
+        q.release(&host, HostReport::NEUTRAL, 0);
+        q.finish(&host, id, Some(1000));
         // The host's other deliveries were due at 0 but wait for the hold; others flow.
         assert_eq!(q.pop_due(999).map(|x| x.0), Some(Id(9)));
         assert_eq!(q.pop_due(999), None);
@@ -785,8 +861,15 @@ mod tests {
         let mut q = Queue::new(8);
         q.push("h:80", 0, Id(1));
         let (id, host) = q.pop_due(0).unwrap();
-        q.report(&host, HostSignal::Neutral, Some(1000), 5);
-        q.complete(&host, id, None);
+        q.release(
+            &host,
+            HostReport {
+                signal: HostSignal::Neutral,
+                hold_host_until: Some(1000),
+            },
+            5,
+        );
+        q.finish(&host, id, None);
         // Idle but held: listed with its hold until the hold passes.
         let held = q.hosts(999);
         assert_eq!(held.len(), 1);
@@ -796,8 +879,15 @@ mod tests {
         q.push("h:80", 0, Id(2));
         assert_eq!(q.pop_due(999), None, "the hold still applies to new work");
         let (id, host) = q.pop_due(1000).unwrap();
-        q.report(&host, HostSignal::Neutral, Some(2000), 1000);
-        q.complete(&host, id, Some(3000));
+        q.release(
+            &host,
+            HostReport {
+                signal: HostSignal::Neutral,
+                hold_host_until: Some(2000),
+            },
+            1000,
+        );
+        q.finish(&host, id, Some(3000));
         assert_eq!(q.hosts(1999)[0].retry_after_until, Some(2000));
         let after = q.hosts(2000);
         assert_eq!((after[0].pending, after[0].retry_after_until), (1, None));
@@ -816,8 +906,15 @@ mod tests {
         }
         for now in [1, 2] {
             let (id, host) = q.pop_due(now).unwrap();
-            q.report(&host, HostSignal::Failed, None, now);
-            q.complete(&host, id, Some(now));
+            q.release(
+                &host,
+                HostReport {
+                    signal: HostSignal::Failed,
+                    hold_host_until: None,
+                },
+                now,
+            );
+            q.finish(&host, id, Some(now));
         }
         assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 102 }));
         // Held: nothing is attempted before the probe time, so no attempt is spent.
@@ -826,12 +923,26 @@ mod tests {
         assert_eq!(q.circuit("bad:80"), Some(Circuit::HalfOpen));
         // Only the probe is in flight.
         assert_eq!(q.pop_due(10_000), None);
-        q.report(&host, HostSignal::Failed, None, 110);
-        q.complete(&host, probe, Some(110));
+        q.release(
+            &host,
+            HostReport {
+                signal: HostSignal::Failed,
+                hold_host_until: None,
+            },
+            110,
+        );
+        q.finish(&host, probe, Some(110));
         assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 210 }));
         let (probe, host) = q.pop_due(210).unwrap();
-        q.report(&host, HostSignal::Healthy, None, 215);
-        q.complete(&host, probe, None);
+        q.release(
+            &host,
+            HostReport {
+                signal: HostSignal::Healthy,
+                hold_host_until: None,
+            },
+            215,
+        );
+        q.finish(&host, probe, None);
         assert_eq!(q.circuit("bad:80"), Some(Circuit::Closed { failures: 0 }));
         // Closed again: the rest flow, several at once.
         assert!(q.pop_due(215).is_some());
