@@ -54,6 +54,10 @@ pub enum Route {
 const FORWARD_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
 
 /// Decides the route from the method and the raw path-and-query of the request line.
+///
+/// The path's shape alone says which methods a route takes (`/v1/events`: POST; everything
+/// else is forwarded: POST, PUT, PATCH), so the method is checked before anything the path
+/// names: `GET /` or `GET /favicon.ico` is a 405 with `Allow`, not a 400 about the target.
 pub fn route(
     method: &str,
     path_and_query: &str,
@@ -65,6 +69,7 @@ pub fn route(
         }
         return Ok(Route::Envelope);
     }
+    check_forward_method(method)?;
     if let Some(after) = path_and_query.strip_prefix("/e/") {
         let (name, rest) = match after.find(['/', '?']) {
             Some(i) => (&after[..i], &after[i..]),
@@ -77,7 +82,6 @@ pub fn route(
                 format!("no endpoint named `{name}` is configured"),
             ));
         };
-        check_forward_method(method)?;
         let target = join_endpoint(endpoint.url.as_str(), rest);
         if !stays_under(&endpoint.url, &target) {
             return Err(Reject::new(
@@ -97,7 +101,6 @@ pub fn route(
     }
     let target = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
     validate_target(target)?;
-    check_forward_method(method)?;
     Ok(Route::UrlPrefix {
         target: target.to_string(),
     })
@@ -352,6 +355,21 @@ mod tests {
                 Err(err(405, "method_not_allowed")),
             ),
             ("DELETE", "/e/orders/x", Err(err(405, "method_not_allowed"))),
+            // The method is checked before what the path names: a route that takes no GET
+            // answers 405 whatever follows, not 400 or 404.
+            ("GET", "/", Err(err(405, "method_not_allowed"))),
+            ("HEAD", "/", Err(err(405, "method_not_allowed"))),
+            ("DELETE", "/", Err(err(405, "method_not_allowed"))),
+            ("OPTIONS", "*", Err(err(405, "method_not_allowed"))),
+            ("GET", "/favicon.ico", Err(err(405, "method_not_allowed"))),
+            ("GET", "/e/nope/x", Err(err(405, "method_not_allowed"))),
+            (
+                "GET",
+                "/e/orders/../admin",
+                Err(err(405, "method_not_allowed")),
+            ),
+            ("HEAD", "/v1/events", Err(err(405, "method_not_allowed"))),
+            ("POST", "/favicon.ico", Err(err(400, "invalid_target"))),
             ("POST", "/e/nope/x", Err(err(404, "unknown_endpoint"))),
             (
                 "POST",
@@ -370,6 +388,28 @@ mod tests {
         for (method, path, want) in cases {
             let got = route(method, path, &eps).map_err(|r| (r.status, r.code));
             assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_405_allows_what_the_route_takes() {
+        let eps = endpoints();
+        let cases = [
+            ("GET", "/v1/events", "POST"),
+            ("PUT", "/v1/events?x=1", "POST"),
+            ("GET", "/", "POST, PUT, PATCH"),
+            ("GET", "/favicon.ico", "POST, PUT, PATCH"),
+            ("DELETE", "/e/orders/x", "POST, PUT, PATCH"),
+            ("GET", "/e/nope", "POST, PUT, PATCH"),
+            ("GET", "/https://r.example/", "POST, PUT, PATCH"),
+        ];
+        for (method, path, allow) in cases {
+            let reject = route(method, path, &eps).unwrap_err();
+            assert_eq!(
+                (reject.status, reject.allow),
+                (405, Some(allow)),
+                "{method} {path}"
+            );
         }
     }
 
@@ -469,7 +509,12 @@ mod tests {
             ) {
                 let eps = endpoints();
                 let method = method.as_str();
-                if let Ok(route) = route(method, &p, &eps) {
+                let result = route(method, &p, &eps);
+                // No route takes a method other than these: 405 whatever the path.
+                if !FORWARD_METHODS.contains(&method) {
+                    prop_assert_eq!(result.as_ref().map_err(|r| r.status), Err(405), "{} {}", method, p);
+                }
+                if let Ok(route) = result {
                     match route {
                         Route::UrlPrefix { target } | Route::Endpoint { target, .. } => {
                             prop_assert!(FORWARD_METHODS.contains(&method));

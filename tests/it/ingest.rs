@@ -301,6 +301,14 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
             405,
             "method_not_allowed",
         ),
+        // A browser or probe asking for the root or an icon: the method is wrong before the
+        // path is.
+        (http.get(sidecar.ingest_url("/")), 405, "method_not_allowed"),
+        (
+            http.get(sidecar.ingest_url("/favicon.ico")),
+            405,
+            "method_not_allowed",
+        ),
         (
             http.post(sidecar.ingest_url("/v1/events")).body("not json"),
             400,
@@ -346,7 +354,7 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
     );
     assert_eq!(
         metric(&m, "hookrelay_ingest_requests_total{outcome=\"rejected\"}"),
-        Some(12.0)
+        Some(14.0)
     );
     assert_eq!(receiver.count(), 0);
 
@@ -363,6 +371,15 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["allow"], "POST, PUT, PATCH");
+    for req in [
+        http.get(sidecar.ingest_url("/")),
+        http.head(sidecar.ingest_url("/")),
+        http.delete(sidecar.ingest_url("/")),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 405);
+        assert_eq!(resp.headers()["allow"], "POST, PUT, PATCH");
+    }
 
     // No endpoint subscribes to the type: 422.
     let narrow = Sidecar::start(&format!(
