@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::json::{self, PageJson};
-use super::params::{self, FilterJson};
+use super::params::{self, FilterJson, REPLAY_MAX_SCAN};
 use super::{AdminState, ApiError, JsonBody, Segment};
 use crate::clock;
 use crate::model::{BatchId, DeliveryId, ReplayFilter};
+use crate::store::query::ReplaySelection;
 use crate::store::writer::ReplayWrite;
 
 const BATCHES_DEFAULT_LIMIT: usize = 20;
@@ -69,22 +70,34 @@ pub async fn create(
                     ),
                 ));
             }
-            // The selection reads every failed and cancelled delivery the filter's time range
-            // holds (a million rows take seconds): off the admin runtime's workers, so probes
-            // and other admin requests are not held up behind it.
+            // The selection reads the failed and cancelled deliveries the filter's time range
+            // holds, up to REPLAY_MAX_SCAN rows (about a second): off the admin runtime's
+            // workers, so probes and other admin requests are not held up behind it.
             let (store, f) = (s.store.clone(), filter.clone());
-            let ids = tokio::task::spawn_blocking(move || store.select_for_replay(&f, max))
-                .await
-                .map_err(|e| {
-                    // Only a panic in the selection or a runtime going away gets here.
-                    ApiError::new(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        format!("the replay selection stopped: {e}"),
-                    )
-                })?
-                .map_err(ApiError::store)?
-                .ok_or_else(|| too_large("more than that: the filter matches too many".into()))?;
+            let selection = tokio::task::spawn_blocking(move || {
+                store.select_for_replay(&f, max, REPLAY_MAX_SCAN)
+            })
+            .await
+            .map_err(|e| {
+                // Only a panic in the selection or a runtime going away gets here.
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the replay selection stopped: {e}"),
+                )
+            })?
+            .map_err(ApiError::store)?;
+            let ids = match selection {
+                ReplaySelection::Ids(ids) => ids,
+                ReplaySelection::TooMany => {
+                    return Err(too_large(
+                        "more than that: the filter matches too many".into(),
+                    ));
+                }
+                ReplaySelection::TooBroad { examined } => {
+                    return Err(too_broad(examined, filter.status.is_some()));
+                }
+            };
             let requested = ids
                 .into_iter()
                 .map(|id| (DeliveryId(id).to_string(), Some(id)))
@@ -126,6 +139,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(json::batch(id, &batch))).into_response())
 }
 
+/// A filter whose selection stopped at [`REPLAY_MAX_SCAN`] rows before reading its whole range.
+/// Only the time range and the status shorten the scan (the other filters are checked row by
+/// row), so the message names those.
+fn too_broad(examined: usize, status_given: bool) -> ApiError {
+    let narrow = if status_given {
+        "narrow `since`/`until`"
+    } else {
+        "narrow `since`/`until` or give a `status` (failed or cancelled)"
+    };
+    ApiError::bad(
+        "filter_too_broad",
+        format!(
+            "the selection examined {examined} deliveries (at most {REPLAY_MAX_SCAN}) without \
+             reaching the end of the filter's range; {narrow}"
+        ),
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchListParams {
@@ -164,4 +195,35 @@ pub async fn show(State(s): State<AdminState>, Segment(id): Segment) -> Result<R
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found("batch", &id))?;
     Ok(axum::Json(json::batch(parsed.0, &batch)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_too_broad_says_what_was_examined_and_what_narrows_it() {
+        let e = too_broad(1_000_000, false);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "filter_too_broad")
+        );
+        assert!(
+            e.message.contains("examined 1000000 deliveries"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("`since`/`until` or give a `status`"),
+            "{}",
+            e.message
+        );
+        // With a status given, only the time range is left to narrow.
+        let e = too_broad(5, true);
+        assert!(
+            e.message.ends_with("narrow `since`/`until`"),
+            "{}",
+            e.message
+        );
+    }
 }

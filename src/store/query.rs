@@ -3,7 +3,8 @@
 //! A listing walks one index newest first: `by_status` when a status is given, otherwise the
 //! `deliveries` table itself (ids are time-ordered, so `since`/`until` become an id range). The
 //! other filters are checked row by row, and a page stops after `max_scan` examined rows with a
-//! cursor to continue, so no request scans without bound. It never writes.
+//! cursor to continue, so no request scans without bound. A replay selection has a bound too,
+//! shared by the states it reads, and says when it stopped short of the end. It never writes.
 
 use redb::ReadableDatabase;
 
@@ -62,6 +63,20 @@ pub struct Page {
     pub rows: Vec<(Id, DeliveryRecord)>,
     /// Where the next page starts (exclusive), when more rows may follow.
     pub next_cursor: Option<Id>,
+    /// Rows read to make the page, matching or not (at most `max_scan`).
+    pub examined: usize,
+}
+
+/// What a replay-by-filter selection found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReplaySelection {
+    /// Every match, oldest first.
+    Ids(Vec<Id>),
+    /// More than `max` rows match.
+    TooMany,
+    /// `max_scan` rows were examined and rows in the filter's range were left unread, so the
+    /// matches are not known.
+    TooBroad { examined: usize },
 }
 
 impl Store {
@@ -82,14 +97,13 @@ impl Store {
         };
         let txn = self.db.begin_read()?;
         let deliveries = txn.open_table(DELIVERIES)?;
-        let mut examined = 0usize;
         // Returns false when the page is complete.
-        let mut consider = |id: u128, record: DeliveryRecord, page: &mut Page| -> bool {
-            examined += 1;
+        let consider = |id: u128, record: DeliveryRecord, page: &mut Page| -> bool {
+            page.examined += 1;
             if filter.matches(&record) && keep(Id(id)) {
                 page.rows.push((Id(id), record));
             }
-            if page.rows.len() >= limit || examined >= max_scan {
+            if page.rows.len() >= limit || page.examined >= max_scan {
                 page.next_cursor = Some(Id(id));
                 return false;
             }
@@ -129,31 +143,63 @@ impl Store {
     }
 
     /// The ids a replay-by-filter selects: every match in a replayable state (the given status,
-    /// or `failed` and `cancelled` when none is given), at most `max` (`None` means over `max`).
+    /// or `failed` and `cancelled` when none is given), at most `max`, reading at most
+    /// `max_scan` rows across those states.
     pub fn select_for_replay(
         &self,
         filter: &DeliveryFilter,
         max: usize,
-    ) -> Result<Option<Vec<Id>>, StoreError> {
+        max_scan: usize,
+    ) -> Result<ReplaySelection, StoreError> {
         let statuses = match filter.status {
             Some(s) => vec![s],
             None => vec![Status::Failed, Status::Cancelled],
         };
         let mut ids = Vec::new();
+        let mut examined = 0;
         for status in statuses {
             let f = DeliveryFilter {
                 status: Some(status),
                 ..filter.clone()
             };
-            let page = self.list_deliveries(&f, None, max + 1, usize::MAX, |_| true)?;
+            let left = max_scan.saturating_sub(examined);
+            if left == 0 {
+                // The bound is spent: any row of this state in range means the scan did not
+                // finish. Only the index is looked at; no record is read.
+                if self.any_in_range(&f)? {
+                    return Ok(ReplaySelection::TooBroad { examined });
+                }
+                continue;
+            }
+            let page = self.list_deliveries(&f, None, max + 1, left, |_| true)?;
+            examined += page.examined;
             ids.extend(page.rows.into_iter().map(|(id, _)| id));
             if ids.len() > max {
-                return Ok(None);
+                return Ok(ReplaySelection::TooMany);
+            }
+            // Fewer than `max + 1` matches and a cursor: the scan stopped at `left` rows.
+            if page.next_cursor.is_some() {
+                return Ok(ReplaySelection::TooBroad { examined });
             }
         }
         // Oldest first, so the new deliveries keep the order of their sources.
         ids.sort();
-        Ok(Some(ids))
+        Ok(ReplaySelection::Ids(ids))
+    }
+
+    /// Whether the by-state index holds any row for the filter's status and time range.
+    fn any_in_range(&self, filter: &DeliveryFilter) -> Result<bool, StoreError> {
+        let (Some(status), Some((lo, hi))) = (filter.status, filter.id_range(None)) else {
+            return Ok(false);
+        };
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(BY_STATUS)?;
+        let code = status.code();
+        Ok(index
+            .range((code, lo)..=(code, hi))?
+            .next()
+            .transpose()?
+            .is_some())
     }
 }
 
@@ -259,6 +305,130 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replay_selection_stops_at_max_scan_rows_across_states_and_says_so() {
+        use crate::metrics::Metrics;
+        use crate::model::{Attempt, Payload};
+        use crate::store::encode;
+        use crate::store::writer::{self, AttemptWrite, IngestResult, IngestWrite, NewDelivery};
+        use crate::store::writer::{CancelResult, NextState};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (enqueued_tx, _enqueued_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, _join) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
+        // Ten deliveries, oldest first; the first and the eighth go to /rare.
+        let deliveries = (0..10)
+            .map(|i| {
+                let path = if i == 0 || i == 7 { "rare" } else { "common" };
+                NewDelivery {
+                    record: encode(&record(
+                        &format!("http://h.example/{path}/{i}"),
+                        Status::Pending,
+                    )),
+                    payload: encode(&Payload {
+                        headers: vec![],
+                        body: vec![],
+                    }),
+                    next_at: 0,
+                    host: "h.example:80".into(),
+                }
+            })
+            .collect();
+        let ingested = IngestWrite {
+            idem: None,
+            event_id: None,
+            deliveries,
+            received: std::time::Instant::now(),
+        };
+        let IngestResult::Created { ids, .. } = handle.ingest(ingested).await.unwrap() else {
+            panic!("not created");
+        };
+        // 0..6 fail.
+        for &id in &ids[..6] {
+            let failed = AttemptWrite {
+                id,
+                host: "h.example:80".into(),
+                attempt: Attempt {
+                    number: 1,
+                    started_at: 1,
+                    duration_ms: 1,
+                    status_code: Some(400),
+                    classification: Classification::Http4xxPermanent,
+                    error: None,
+                    response_snippet: None,
+                },
+                next: NextState::Failed,
+            };
+            handle.attempt(failed).await.unwrap();
+        }
+        let rare = |status: Option<Status>| DeliveryFilter {
+            status,
+            target_prefix: Some("http://h.example/rare/".into()),
+            ..Default::default()
+        };
+        let select = |f: &DeliveryFilter, max: usize, max_scan: usize| {
+            store.select_for_replay(f, max, max_scan).unwrap()
+        };
+        // The bound spent exactly on the failed rows, and no cancelled row in range: complete.
+        assert_eq!(
+            select(&rare(None), 10, 6),
+            ReplaySelection::Ids(vec![ids[0]])
+        );
+
+        // 6..10 are cancelled.
+        for &id in &ids[6..] {
+            let cancelled = handle.cancel(id).await.unwrap();
+            assert!(matches!(cancelled, CancelResult::Cancelled { .. }));
+        }
+        let cases: Vec<(DeliveryFilter, usize, usize, ReplaySelection)> = vec![
+            // 6 failed + 4 cancelled rows read, none left: every match, oldest first.
+            (
+                rare(None),
+                10,
+                10,
+                ReplaySelection::Ids(vec![ids[0], ids[7]]),
+            ),
+            (
+                rare(None),
+                10,
+                1000,
+                ReplaySelection::Ids(vec![ids[0], ids[7]]),
+            ),
+            // The bound is shared: 6 failed, then 3 of the 4 cancelled rows.
+            (rare(None), 10, 9, ReplaySelection::TooBroad { examined: 9 }),
+            // Spent on the failed rows with cancelled rows left unread.
+            (rare(None), 10, 6, ReplaySelection::TooBroad { examined: 6 }),
+            (
+                rare(Some(Status::Failed)),
+                10,
+                6,
+                ReplaySelection::Ids(vec![ids[0]]),
+            ),
+            (
+                rare(Some(Status::Failed)),
+                10,
+                5,
+                ReplaySelection::TooBroad { examined: 5 },
+            ),
+            // Too many matches is known as soon as there are `max + 1`, bound or not.
+            (DeliveryFilter::default(), 3, 5, ReplaySelection::TooMany),
+            (
+                DeliveryFilter::default(),
+                10,
+                10,
+                ReplaySelection::Ids(ids.clone()),
+            ),
+        ];
+        for (filter, max, max_scan, want) in cases {
+            assert_eq!(
+                select(&filter, max, max_scan),
+                want,
+                "{filter:?} max {max} max_scan {max_scan}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_page_stops_after_max_scan_rows_with_a_cursor_and_counts_follow_the_writer() {
         use crate::metrics::Metrics;
         use crate::model::Payload;
@@ -329,9 +499,9 @@ mod tests {
         );
         assert_eq!(
             store
-                .select_for_replay(&DeliveryFilter::default(), 10)
+                .select_for_replay(&DeliveryFilter::default(), 10, 1000)
                 .unwrap(),
-            Some(vec![first])
+            ReplaySelection::Ids(vec![first])
         );
     }
 }
