@@ -636,18 +636,8 @@ impl Scheduler {
     fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>) {
         self.in_flight.insert(id);
         let deliverer = self.deliverer.clone();
-        let (release_tx, release_host) = (done_tx.clone(), host.clone());
-        let slot = SlotRelease::new(move |report| {
-            let _ = release_tx.send(Finished::Released {
-                host: release_host,
-                report,
-            });
-        });
-        tokio::spawn(async move {
-            // The slot is released inside `attempt` (or dropped with it) before this send: the
-            // channel keeps the two reports in order.
-            let result = deliverer.attempt(id, slot).await;
-            let _ = done_tx.send(Finished::Recorded { id, host, result });
+        spawn_attempt(id, host, done_tx, move |slot| async move {
+            deliverer.attempt(id, slot).await
         });
     }
 
@@ -668,6 +658,67 @@ impl Scheduler {
         // Closed circuits with a few failures are not shown: the queue may forget them.
         let plain = !view.circuit.is_open() && view.not_before.is_none();
         self.host_health.set(host, (!plain).then_some(view));
+    }
+}
+
+/// How long a delivery whose attempt task ended without a result (a panic) waits before it is
+/// tried again.
+const ABANDONED_RETRY_MS: u64 = 5_000;
+
+/// Runs one attempt in a task of its own. Whatever happens in it, the scheduler hears
+/// `Released` and then `Recorded` for the attempt: `slot` reports `Released` when the attempt
+/// releases it or drops it, and the `Recorded` report is sent when the task's future is done or
+/// dropped, so an attempt that panics is retried after [`ABANDONED_RETRY_MS`] instead of
+/// staying in flight until a restart. (Locals drop in reverse order, so the slot, held by the
+/// attempt's future, goes first.)
+fn spawn_attempt<F, Fut>(id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>, attempt: F)
+where
+    F: FnOnce(SlotRelease) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = AttemptResult> + Send + 'static,
+{
+    let (release_tx, release_host) = (done_tx.clone(), host.clone());
+    let slot = SlotRelease::new(move |report| {
+        let _ = release_tx.send(Finished::Released {
+            host: release_host,
+            report,
+        });
+    });
+    tokio::spawn(async move {
+        let mut recorded = RecordedReport {
+            done_tx,
+            id,
+            host,
+            result: None,
+        };
+        recorded.result = Some(attempt(slot).await);
+    });
+}
+
+/// Sends an attempt's `Recorded` report when dropped: its result, or, without one, a retry.
+struct RecordedReport {
+    done_tx: mpsc::UnboundedSender<Finished>,
+    id: Id,
+    host: Host,
+    result: Option<AttemptResult>,
+}
+
+impl Drop for RecordedReport {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            tracing::error!(
+                id = self.id.0,
+                "an attempt ended without a result; the delivery stays pending and is retried"
+            );
+            AttemptResult {
+                next_at: Some(clock::now_ms() + ABANDONED_RETRY_MS),
+                parked: None,
+            }
+        });
+        let _ = self.done_tx.send(Finished::Recorded {
+            id: self.id,
+            host: self.host.clone(),
+            result,
+        });
     }
 }
 
@@ -810,6 +861,57 @@ mod tests {
         assert_eq!(q.circuit("h:80"), Some(Circuit::Open { probe_at: 104 }));
         q.finish(&host, a, Some(5));
         assert_eq!(q.pop_due(103), None, "the open circuit holds the host");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_panics_releases_its_slot_then_comes_back_for_a_retry() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let before = clock::now_ms();
+        spawn_attempt(Id(7), Arc::from("h:80"), tx, |slot| async move {
+            let _held = slot;
+            tokio::task::yield_now().await;
+            panic!("a bug in an attempt");
+        });
+        match rx.recv().await {
+            Some(Finished::Released { host, report }) => {
+                assert_eq!((&*host, report), ("h:80", HostReport::NEUTRAL));
+            }
+            _ => panic!("expected Released first"),
+        }
+        match rx.recv().await {
+            Some(Finished::Recorded { id, host, result }) => {
+                assert_eq!((id, &*host, result.parked), (Id(7), "h:80", None));
+                let at = result.next_at.expect("retried");
+                assert!(at >= before + ABANDONED_RETRY_MS, "{at} vs {before}");
+            }
+            _ => panic!("expected Recorded second"),
+        }
+        assert!(
+            rx.recv().await.is_none(),
+            "nothing more, and the senders are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_reports_released_then_recorded_with_its_result() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        spawn_attempt(Id(8), Arc::from("h:80"), tx, |slot| async move {
+            slot.release(HostReport {
+                signal: HostSignal::Healthy,
+                hold_host_until: None,
+            });
+            tokio::task::yield_now().await;
+            AttemptResult::default()
+        });
+        assert!(matches!(
+            rx.recv().await,
+            Some(Finished::Released { report, .. }) if report.signal == HostSignal::Healthy
+        ));
+        assert!(matches!(
+            rx.recv().await,
+            Some(Finished::Recorded { id: Id(8), result, .. }) if result == AttemptResult::default()
+        ));
+        assert!(rx.recv().await.is_none());
     }
 
     #[test]
