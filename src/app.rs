@@ -104,6 +104,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         paused,
         control_rx,
         concurrency: config.delivery.concurrency,
+        attempts: Default::default(),
         deliverer: Arc::new(deliverer),
         in_flight: in_flight.clone(),
         metrics: metrics.clone(),

@@ -215,10 +215,18 @@ impl Deliverer {
         };
         let hold_host_until = classify::host_hold(&outcome, policy.max_delay)
             .map(|d| finished.saturating_add(clock::duration_ms(d)));
-        slot.release(HostReport {
+        let report = HostReport {
             signal: classify::host_signal(classification),
             hold_host_until,
-        });
+        };
+        // A 410 keeps the slot until the endpoint is disabled, so the freed slot cannot start
+        // another request to the endpoint that has just said it is gone.
+        let slot = if gone.is_some() {
+            Some(slot)
+        } else {
+            slot.release(report);
+            None
+        };
         let attempt = Attempt {
             number,
             started_at,
@@ -266,6 +274,9 @@ impl Deliverer {
                     tracing::error!(error = %e, endpoint = %ep.name, "could not disable the endpoint")
                 }
             }
+        }
+        if let Some(slot) = slot {
+            slot.release(report);
         }
         if let Err(e) = self
             .writer
@@ -363,37 +374,44 @@ mod tests {
     use crate::store::encode;
     use crate::store::writer::{IngestResult, IngestWrite, NewDelivery, spawn};
 
-    /// Answers every request with 503 and `Retry-After: 7`.
-    struct Unavailable;
+    /// Answers every request with `status`, and `Retry-After: 7`.
+    struct Answers(u16);
 
     #[async_trait]
-    impl Sender for Unavailable {
+    impl Sender for Answers {
         async fn send(&self, _: OutgoingRequest) -> Result<crate::sender::SentResponse, SendError> {
             Ok(SentResponse {
-                status: 503,
+                status: self.0,
                 retry_after: Some("7".into()),
                 snippet: String::new(),
             })
         }
     }
 
-    fn deliverer(store: &Store) -> (Deliverer, std::thread::JoinHandle<()>) {
-        let config = Config::load_with_env(None, Vec::new()).unwrap();
+    /// A deliverer whose sender answers `status`, with an endpoint `orders`.
+    fn deliverer(dir: &std::path::Path, store: &Store, status: u16) -> Deliverer {
+        let file = dir.join("hookrelay.toml");
+        std::fs::write(
+            &file,
+            "[endpoints.orders]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"*\"]\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(Some(&file), Vec::new()).unwrap();
         let (tx, _) = mpsc::unbounded_channel();
-        let (writer, join) = spawn(store, Metrics::new(), tx).unwrap();
+        // The writer thread ends when the deliverer (its last handle) is dropped.
+        let (writer, _) = spawn(store, Metrics::new(), tx).unwrap();
         let gate = EndpointGate::new(BTreeSet::new());
-        let d = Deliverer::new(
+        Deliverer::new(
             &config,
             store.clone(),
             writer,
-            Arc::new(Unavailable),
+            Arc::new(Answers(status)),
             Metrics::new(),
             gate,
-        );
-        (d, join)
+        )
     }
 
-    async fn stored(d: &Deliverer) -> Id {
+    async fn stored(d: &Deliverer, endpoint: Option<&str>) -> Id {
         let write = IngestWrite {
             idem: None,
             event_id: None,
@@ -401,7 +419,7 @@ mod tests {
                 record: encode(&DeliveryRecord::pending(
                     "POST".into(),
                     "http://127.0.0.1:9/x".into(),
-                    None,
+                    endpoint.map(String::from),
                     None,
                     None,
                     0,
@@ -439,8 +457,8 @@ mod tests {
     async fn the_slot_is_released_with_the_hosts_answer_before_the_attempt_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (d, _join) = deliverer(&store);
-        let id = stored(&d).await;
+        let d = deliverer(dir.path(), &store, 503);
+        let id = stored(&d, None).await;
         let (slot, seen) = watched(&store, id);
         let before = clock::now_ms();
         let result = d.attempt(id, slot).await;
@@ -460,10 +478,30 @@ mod tests {
     async fn an_attempt_that_never_reaches_the_host_releases_a_neutral_report() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (d, _join) = deliverer(&store);
+        let d = deliverer(dir.path(), &store, 503);
         let missing = Id(42);
         let (slot, seen) = watched(&store, missing);
         assert_eq!(d.attempt(missing, slot).await, AttemptResult::default());
         assert_eq!(*seen.lock().unwrap(), vec![(HostReport::NEUTRAL, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_410_keeps_the_slot_until_the_endpoint_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 410);
+        let id = stored(&d, Some("orders")).await;
+        let disabled_at_release = Arc::new(Mutex::new(None));
+        let (gate, seen) = (d.gate.clone(), disabled_at_release.clone());
+        let slot = SlotRelease::new(move |_| {
+            *seen.lock().unwrap() = Some(gate.is_disabled("orders"));
+        });
+        let result = d.attempt(id, slot).await;
+        assert_eq!(result.parked.as_deref(), Some("orders"));
+        assert_eq!(
+            *disabled_at_release.lock().unwrap(),
+            Some(true),
+            "the slot was released before the endpoint was disabled"
+        );
     }
 }

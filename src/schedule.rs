@@ -176,6 +176,10 @@ impl Queue {
     pub fn release(&mut self, host: &str, report: HostReport, now: u64) -> Option<HostHealthView> {
         let breaker = self.breaker;
         let hq = self.hosts.get_mut(host)?;
+        debug_assert!(
+            hq.in_flight > 0,
+            "{host}: a release without an attempt in flight"
+        );
         hq.in_flight = hq.in_flight.saturating_sub(1);
         hq.recording += 1;
         let before = (hq.circuit, hq.not_before);
@@ -229,6 +233,7 @@ impl Queue {
     pub fn finish(&mut self, host: &str, id: Id, next_at: Option<u64>) {
         let key = self.host_key(host);
         if let Some(hq) = self.hosts.get_mut(&key) {
+            debug_assert!(hq.recording > 0, "{host}: a finish without a release");
             hq.recording = hq.recording.saturating_sub(1);
         }
         match next_at {
@@ -333,7 +338,8 @@ impl Backlog {
 }
 
 /// What an attempt's task reports, in this order: the host is done with it (`Released`,
-/// exactly once, see [`SlotRelease`]), then it is recorded (`Recorded`).
+/// exactly once, see [`SlotRelease`]), then it is recorded (`Recorded`), or the task ended
+/// without a result (`Abandoned`: a panic, see [`spawn_attempt`]).
 enum Finished {
     Released {
         host: Host,
@@ -343,6 +349,10 @@ enum Finished {
         id: Id,
         host: Host,
         result: AttemptResult,
+    },
+    Abandoned {
+        id: Id,
+        host: Host,
     },
 }
 
@@ -459,13 +469,58 @@ impl Parked {
     }
 }
 
+/// Attempts whose answer is in and whose record is not yet committed, per slot of
+/// `delivery.concurrency`: past `RECORDING_PER_SLOT * concurrency` of them, no new attempt starts
+/// until the writer catches up, so a slow disk bounds the work waiting on it.
+const RECORDING_PER_SLOT: usize = 4;
+
+/// Attempts under way, by phase (the ids of both phases are in the [`InFlight`] set).
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Waiting on their host: bounded by `concurrency`, as per host by `per_host_concurrency`.
+    requests: usize,
+    /// Answered, waiting for their record to be committed.
+    recording: usize,
+    /// Deliveries whose attempt task ended without a result (a panic), with how many times in
+    /// a row: each waits longer before it is tried again.
+    abandoned: HashMap<Id, u32>,
+}
+
+impl Attempts {
+    /// Whether another attempt may start: fewer than `concurrency` requests wait on their
+    /// hosts, and the writer is keeping up with the answered ones. Attempts being recorded do
+    /// not hold a request slot, so a host that answers fast cannot crowd out the others.
+    fn may_start(&self, concurrency: usize) -> bool {
+        self.requests < concurrency
+            && self.recording < concurrency.saturating_mul(RECORDING_PER_SLOT)
+    }
+
+    fn started(&mut self) {
+        self.requests += 1;
+    }
+
+    fn released(&mut self) {
+        debug_assert!(self.requests > 0, "a release without a request");
+        self.requests = self.requests.saturating_sub(1);
+        self.recording += 1;
+    }
+
+    fn recorded(&mut self) {
+        debug_assert!(self.recording > 0, "a record without a release");
+        self.recording = self.recording.saturating_sub(1);
+    }
+}
+
 pub struct Scheduler {
     pub queue: Queue,
     /// Global pause: no new attempt starts while set. Loaded from the store at start.
     pub paused: bool,
     /// Operator instructions from the admin API.
     pub control_rx: mpsc::UnboundedReceiver<Control>,
+    /// Requests in flight at once across all hosts (`delivery.concurrency`).
     pub concurrency: usize,
+    /// Attempts under way, by phase.
+    pub attempts: Attempts,
     pub deliverer: Arc<Deliverer>,
     pub in_flight: InFlight,
     pub metrics: Metrics,
@@ -499,7 +554,7 @@ impl Scheduler {
                 }
             } else if !self.paused {
                 let now = clock::now_ms();
-                while self.in_flight.len() < self.concurrency {
+                while self.may_start() {
                     let Some((id, host)) = self.queue.pop_due(now) else {
                         break;
                     };
@@ -515,7 +570,7 @@ impl Scheduler {
 
             self.metrics.paused.set(i64::from(self.paused));
 
-            let wake = match (draining || self.paused, in_flight < self.concurrency) {
+            let wake = match (draining || self.paused, self.may_start()) {
                 (false, true) => self.queue.next_wake(),
                 _ => None,
             };
@@ -574,28 +629,57 @@ impl Scheduler {
         }
     }
 
+    fn may_start(&self) -> bool {
+        self.attempts.may_start(self.concurrency)
+    }
+
     fn finished(&mut self, finished: Finished) {
         match finished {
             // Every attempt releases its slot, even one that never reached the host (endpoint
             // disabled, delivery gone): a half-open circuit must not wait forever for a probe
             // result that will not come.
             Finished::Released { host, report } => {
+                self.attempts.released();
                 if let Some(view) = self.queue.release(&host, report, clock::now_ms()) {
                     self.publish_health(&host, view);
                 }
             }
             Finished::Recorded { id, host, result } => {
-                self.in_flight.remove(id);
-                match (result.parked, result.next_at) {
-                    // Park only while the endpoint is still disabled: an operator may have
-                    // enabled it while this attempt was finishing.
-                    (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
-                        self.queue.finish(&host, id, None);
-                        self.parked.park(endpoint, host, at, id);
-                    }
-                    (_, next_at) => self.queue.finish(&host, id, next_at),
+                if !self.attempts.abandoned.is_empty() {
+                    self.attempts.abandoned.remove(&id);
                 }
+                self.recorded(id, host, result);
             }
+            Finished::Abandoned { id, host } => {
+                let times = self.attempts.abandoned.entry(id).or_default();
+                *times += 1;
+                let delay = abandoned_delay_ms(*times);
+                tracing::error!(
+                    id = id.0,
+                    times = *times,
+                    retry_in_ms = delay,
+                    "an attempt ended without a result (a bug: please report it); the delivery stays pending and is tried again later"
+                );
+                let result = AttemptResult {
+                    next_at: Some(clock::now_ms().saturating_add(delay)),
+                    parked: None,
+                };
+                self.recorded(id, host, result);
+            }
+        }
+    }
+
+    fn recorded(&mut self, id: Id, host: Host, result: AttemptResult) {
+        self.attempts.recorded();
+        self.in_flight.remove(id);
+        match (result.parked, result.next_at) {
+            // Park only while the endpoint is still disabled: an operator may have enabled it
+            // while this attempt was finishing.
+            (Some(endpoint), Some(at)) if self.gate.is_disabled(&endpoint) => {
+                self.queue.finish(&host, id, None);
+                self.parked.park(endpoint, host, at, id);
+            }
+            (_, next_at) => self.queue.finish(&host, id, next_at),
         }
     }
 
@@ -635,6 +719,7 @@ impl Scheduler {
 
     fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>) {
         self.in_flight.insert(id);
+        self.attempts.started();
         let deliverer = self.deliverer.clone();
         spawn_attempt(id, host, done_tx, move |slot| async move {
             deliverer.attempt(id, slot).await
@@ -662,15 +747,23 @@ impl Scheduler {
 }
 
 /// How long a delivery whose attempt task ended without a result (a panic) waits before it is
-/// tried again.
-const ABANDONED_RETRY_MS: u64 = 5_000;
+/// tried again, the `times`-th time in a row: 5 s, doubling, at most an hour. Such an attempt
+/// records nothing, so its delivery's retry budget cannot end it; the growing wait keeps a
+/// delivery that always panics from being tried every few seconds.
+fn abandoned_delay_ms(times: u32) -> u64 {
+    const FIRST_MS: u64 = 5_000;
+    const MAX_MS: u64 = 3_600_000;
+    FIRST_MS
+        .saturating_mul(1u64 << times.saturating_sub(1).min(20))
+        .min(MAX_MS)
+}
 
 /// Runs one attempt in a task of its own. Whatever happens in it, the scheduler hears
-/// `Released` and then `Recorded` for the attempt: `slot` reports `Released` when the attempt
-/// releases it or drops it, and the `Recorded` report is sent when the task's future is done or
-/// dropped, so an attempt that panics is retried after [`ABANDONED_RETRY_MS`] instead of
-/// staying in flight until a restart. (Locals drop in reverse order, so the slot, held by the
-/// attempt's future, goes first.)
+/// `Released` and then `Recorded` (or `Abandoned`) for the attempt: `slot` reports `Released`
+/// when the attempt releases it or drops it, and the last report is sent when the task's future
+/// is done or dropped, so an attempt that panics is tried again later instead of staying in
+/// flight until a restart. (Locals drop in reverse order, so the slot, held by the attempt's
+/// future, goes first.)
 fn spawn_attempt<F, Fut>(id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>, attempt: F)
 where
     F: FnOnce(SlotRelease) -> Fut + Send + 'static,
@@ -694,7 +787,9 @@ where
     });
 }
 
-/// Sends an attempt's `Recorded` report when dropped: its result, or, without one, a retry.
+/// Sends an attempt's last report when dropped: `Recorded` with its result, or `Abandoned`.
+/// (It does not log: at shutdown the runtime drops unfinished tasks, which is not a fault, and
+/// the scheduler that would hear of it has stopped.)
 struct RecordedReport {
     done_tx: mpsc::UnboundedSender<Finished>,
     id: Id,
@@ -704,20 +799,10 @@ struct RecordedReport {
 
 impl Drop for RecordedReport {
     fn drop(&mut self) {
-        let result = self.result.take().unwrap_or_else(|| {
-            tracing::error!(
-                id = self.id.0,
-                "an attempt ended without a result; the delivery stays pending and is retried"
-            );
-            AttemptResult {
-                next_at: Some(clock::now_ms() + ABANDONED_RETRY_MS),
-                parked: None,
-            }
-        });
-        let _ = self.done_tx.send(Finished::Recorded {
-            id: self.id,
-            host: self.host.clone(),
-            result,
+        let (id, host) = (self.id, self.host.clone());
+        let _ = self.done_tx.send(match self.result.take() {
+            Some(result) => Finished::Recorded { id, host, result },
+            None => Finished::Abandoned { id, host },
         });
     }
 }
@@ -864,9 +949,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_attempt_that_panics_releases_its_slot_then_comes_back_for_a_retry() {
+    async fn an_attempt_that_panics_releases_its_slot_then_reports_it_was_abandoned() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let before = clock::now_ms();
         spawn_attempt(Id(7), Arc::from("h:80"), tx, |slot| async move {
             let _held = slot;
             tokio::task::yield_now().await;
@@ -879,17 +963,41 @@ mod tests {
             _ => panic!("expected Released first"),
         }
         match rx.recv().await {
-            Some(Finished::Recorded { id, host, result }) => {
-                assert_eq!((id, &*host, result.parked), (Id(7), "h:80", None));
-                let at = result.next_at.expect("retried");
-                assert!(at >= before + ABANDONED_RETRY_MS, "{at} vs {before}");
-            }
-            _ => panic!("expected Recorded second"),
+            Some(Finished::Abandoned { id, host }) => assert_eq!((id, &*host), (Id(7), "h:80")),
+            _ => panic!("expected Abandoned second"),
         }
         assert!(
             rx.recv().await.is_none(),
             "nothing more, and the senders are gone"
         );
+    }
+
+    #[test]
+    fn requests_bound_new_attempts_and_records_only_past_a_backlog_of_them() {
+        let mut a = Attempts::default();
+        a.started();
+        a.started();
+        assert!(!a.may_start(2), "both request slots are taken");
+        a.released();
+        assert!(a.may_start(2), "an answered attempt frees its request slot");
+        // Answered attempts waiting for the writer hold no slot, up to 4 per slot.
+        for _ in 0..7 {
+            a.started();
+            a.released();
+        }
+        assert_eq!((a.requests, a.recording), (1, 8));
+        assert!(!a.may_start(2), "the writer is behind: wait for it");
+        a.recorded();
+        assert!(a.may_start(2));
+    }
+
+    #[test]
+    fn an_abandoned_delivery_waits_longer_each_time_up_to_an_hour() {
+        let waits: Vec<u64> = (1..=12).map(abandoned_delay_ms).collect();
+        assert_eq!(&waits[..4], &[5_000, 10_000, 20_000, 40_000]);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(abandoned_delay_ms(12), 3_600_000);
+        assert_eq!(abandoned_delay_ms(u32::MAX), 3_600_000);
     }
 
     #[tokio::test]
@@ -949,7 +1057,6 @@ mod tests {
             )
             .is_some()
         );
-        q.release(&host, HostReport::NEUTRAL, 0);
         q.finish(&host, id, Some(1000));
         // The host's other deliveries were due at 0 but wait for the hold; others flow.
         assert_eq!(q.pop_due(999).map(|x| x.0), Some(Id(9)));

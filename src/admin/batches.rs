@@ -71,7 +71,7 @@ pub async fn create(
                 ));
             }
             // The selection reads the failed and cancelled deliveries the filter's time range
-            // holds, up to REPLAY_MAX_SCAN rows (about a second): off the admin runtime's
+            // holds, up to REPLAY_MAX_SCAN rows (0.6 s in the page cache, longer from disk): off the admin runtime's
             // workers, so probes and other admin requests are not held up behind it.
             let (store, f) = (s.store.clone(), filter.clone());
             let selection = tokio::task::spawn_blocking(move || {
