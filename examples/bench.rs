@@ -5,6 +5,7 @@
 //! cargo run --release --example bench -- --quick      # small version, under a minute (CI runs this)
 //! cargo run --release --example bench -- --json out.json
 //! cargo run --release --example bench -- --only ingest --concurrency 64   # one ingest level
+//! cargo run --release --example bench -- --only backlog --backlog 200000 --per-host 8
 //! HOOKRELAY_BENCH_BIN=/path/to/other/hookrelay cargo run --release --example bench   # another build
 //! ```
 //!
@@ -37,6 +38,10 @@ struct Opts {
     only: Vec<String>,
     /// The ingest section's concurrency levels.
     concurrency: Vec<usize>,
+    /// The sidecar's `delivery.per_host_concurrency` (every delivery goes to one receiver).
+    per_host: usize,
+    /// Pending deliveries in the backlog section (default 1,000,000; 10,000 with --quick).
+    backlog: Option<usize>,
 }
 
 impl Opts {
@@ -46,7 +51,18 @@ impl Opts {
             json: None,
             only: Vec::new(),
             concurrency: vec![1, 16, 64, 256],
+            per_host: 64,
+            backlog: None,
         };
+        fn positive(flag: &str, v: Option<String>) -> usize {
+            match v.as_deref().map(str::parse::<usize>) {
+                Some(Ok(n)) if n > 0 => n,
+                _ => {
+                    eprintln!("bench: {flag} wants a positive number, got {v:?}");
+                    std::process::exit(2);
+                }
+            }
+        }
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
@@ -74,10 +90,12 @@ impl Opts {
                         }
                     }
                 }
+                "--per-host" => opts.per_host = positive("--per-host", args.next()),
+                "--backlog" => opts.backlog = Some(positive("--backlog", args.next())),
                 "-h" | "--help" => {
                     println!(
                         "usage: bench [--quick] [--json FILE] [--only ingest,e2e,backlog,storm] \
-                         [--concurrency 1,16,64,256]"
+                         [--concurrency 1,16,64,256] [--per-host 64] [--backlog 1000000]"
                     );
                     std::process::exit(0);
                 }
@@ -109,7 +127,8 @@ impl Opts {
     }
 
     fn backlog(&self) -> usize {
-        if self.quick { 10_000 } else { 1_000_000 }
+        self.backlog
+            .unwrap_or(if self.quick { 10_000 } else { 1_000_000 })
     }
 
     fn storm(&self) -> usize {
@@ -334,7 +353,7 @@ fn sidecar_binary() -> PathBuf {
 }
 
 impl Sidecar {
-    async fn start(bin: &Path, data: &Path, extra_env: &[(&str, String)]) -> Sidecar {
+    async fn start(opts: &Opts, bin: &Path, data: &Path, extra_env: &[(&str, String)]) -> Sidecar {
         let (ingest, admin) = (free_port(), free_port());
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
@@ -342,12 +361,13 @@ impl Sidecar {
             .env("HOOKRELAY_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
             .env("HOOKRELAY_STORE__PATH", data)
             .env("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[\"127.0.0.0/8\"]")
-            // Every delivery goes to the one local receiver. 64 matches delivery.concurrency and
-            // baseline B's 64 senders, so both send with the same concurrency. (Since an attempt
-            // frees its host's slot when the host answers, the default of 8 measured the same
-            // within noise, three rounds each of end to end and of a drain; before, the cap of
-            // 8 was what got measured.)
-            .env("HOOKRELAY_DELIVERY__PER_HOST_CONCURRENCY", "64")
+            // Every delivery goes to the one local receiver. 64 (`--per-host`) matches
+            // delivery.concurrency and baseline B's 64 senders, so both send with the same
+            // concurrency. The README's Performance section compares it with the default of 8.
+            .env(
+                "HOOKRELAY_DELIVERY__PER_HOST_CONCURRENCY",
+                opts.per_host.to_string(),
+            )
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -621,7 +641,7 @@ async fn ingest_section(
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..opts.runs() {
             let dir = tempfile::tempdir().unwrap();
-            let sidecar = Sidecar::start(bin, dir.path(), &[]).await;
+            let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
             sidecar.admin_post("/v1/pause").await;
             let http = client(c);
             let url = format!(
@@ -723,7 +743,7 @@ async fn end_to_end_section(
     let (mut sent_p50, mut sent_p99) = (vec![], vec![]);
     for _ in 0..opts.runs() {
         let dir = tempfile::tempdir().unwrap();
-        let sidecar = Sidecar::start(bin, dir.path(), &[]).await;
+        let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
         rstate.first_seen.lock().unwrap().clear();
         rstate.record.store(true, Ordering::Relaxed);
         let received_before = rstate.count.load(Ordering::Relaxed);
@@ -813,7 +833,7 @@ async fn end_to_end_section(
 async fn backlog_section(opts: &Opts, bin: &Path, report: &mut Report, receiver: u16) {
     let n = opts.backlog();
     let dir = tempfile::tempdir().unwrap();
-    let sidecar = Sidecar::start(bin, dir.path(), &[]).await;
+    let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
     sidecar.admin_post("/v1/pause").await;
     let http = client(256);
     let url = format!(
@@ -844,7 +864,7 @@ async fn backlog_section(opts: &Opts, bin: &Path, report: &mut Report, receiver:
     sidecar.stop();
 
     let t0 = Instant::now();
-    let sidecar = Sidecar::start(bin, dir.path(), &[]).await;
+    let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
     let ready = t0.elapsed();
     report.add(
         "backlog",
@@ -857,7 +877,7 @@ async fn backlog_section(opts: &Opts, bin: &Path, report: &mut Report, receiver:
     // The same after a crash: redb checks the file before it opens (no quick-repair mode).
     sidecar.crash();
     let t0 = Instant::now();
-    let sidecar = Sidecar::start(bin, dir.path(), &[]).await;
+    let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
     report.add(
         "backlog",
         "ready after kill -9 and restart",
@@ -901,7 +921,7 @@ async fn storm_section(
         // (it varied from 2k to 14k attempts/s between runs). This measures the scheduler.
         ("HOOKRELAY_HEALTH__FAILURE_THRESHOLD", "1000000".to_string()),
     ];
-    let sidecar = Sidecar::start(bin, dir.path(), &env).await;
+    let sidecar = Sidecar::start(opts, bin, dir.path(), &env).await;
     sidecar.admin_post("/v1/pause").await;
     let http = client(64);
     let url = format!(
