@@ -67,13 +67,24 @@ impl Opts {
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--quick" => opts.quick = true,
-                "--json" => opts.json = args.next().map(PathBuf::from),
-                "--only" => opts.only.extend(
-                    args.next()
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(str::to_string),
-                ),
+                "--json" => match args.next() {
+                    Some(path) => opts.json = Some(PathBuf::from(path)),
+                    None => {
+                        eprintln!("bench: --json wants a file name");
+                        std::process::exit(2);
+                    }
+                },
+                "--only" => {
+                    for name in args.next().unwrap_or_default().split(',') {
+                        if !["ingest", "e2e", "backlog", "storm"].contains(&name) {
+                            eprintln!(
+                                "bench: --only takes ingest, e2e, backlog and storm, got {name:?}"
+                            );
+                            std::process::exit(2);
+                        }
+                        opts.only.push(name.to_string());
+                    }
+                }
                 "--concurrency" => {
                     let list = args.next().unwrap_or_default();
                     let parsed: Result<Vec<usize>, _> =
@@ -95,7 +106,10 @@ impl Opts {
                 "-h" | "--help" => {
                     println!(
                         "usage: bench [--quick] [--json FILE] [--only ingest,e2e,backlog,storm] \
-                         [--concurrency 1,16,64,256] [--per-host 64] [--backlog 1000000]"
+                         [--concurrency 1,16,64,256] [--per-host 64] [--backlog 1000000]\n\
+                         --quick: 500 ms windows, 3 runs, a backlog of 10,000, a storm of 2,000\n\
+                         --per-host: the sidecar's delivery.per_host_concurrency (its \
+                         delivery.concurrency stays at 64, which caps it)"
                     );
                     std::process::exit(0);
                 }
@@ -986,11 +1000,13 @@ async fn main() {
     let baseline_a = start_baseline_a(2);
     let mut report = Report::default();
     println!(
-        "hookrelay bench ({}): {} runs per figure, median reported, {:?} windows; sidecar {}",
+        "hookrelay bench ({}): {} runs per figure, median reported, {:?} windows; sidecar {}, \
+         per-host limit {}",
         if opts.quick { "quick" } else { "full" },
         opts.runs(),
         opts.window(),
-        bin.display()
+        bin.display(),
+        opts.per_host
     );
     println!(
         "| section    | figure                                       |        value | unit     | note |"

@@ -114,8 +114,10 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
+    /// Requests in flight at once across all hosts; an attempt frees its place when its host
+    /// has answered (see `schedule::Attempts`).
     pub concurrency: usize,
-    /// Attempts in flight at once to one destination host.
+    /// Requests in flight at once to one destination host.
     pub per_host_concurrency: usize,
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,

@@ -3,11 +3,12 @@
 //!
 //! Runs on the delivery runtime, one task per attempt (the scheduler bounds how many). It never
 //! writes the store directly and never decides *when* to attempt; that is the scheduler's job.
-//! As soon as the host has answered (or failed to), it hands back the attempt's per-host slot
-//! with what the exchange says about the host (breaker signal, `Retry-After` hold): the
-//! per-host limit bounds requests the host is serving, not attempts waiting for their record
-//! to be committed. It holds deliveries of endpoints disabled by a `410 Gone`. Signatures are
-//! added here, at send time, and never stored.
+//! As soon as the host has answered (or failed to), it hands back the attempt's slot with what
+//! the exchange says about the host (breaker signal, `Retry-After` hold): the limits bound
+//! requests the hosts are serving, not attempts waiting for their record to be committed. A
+//! `410 Gone` from a named endpoint is the exception: its slot is kept until the endpoint is
+//! disabled, and the endpoint's deliveries are then held. Signatures are added here, at send
+//! time, and never stored.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -706,6 +706,10 @@ impl Scheduler {
                 if withdrawn && !self.queue.remove(&host, next_at, id) {
                     self.parked.remove(id);
                 }
+                if withdrawn {
+                    // Cancelled (or requeued if the cancel fails, starting its count afresh).
+                    self.attempts.abandoned.remove(&id);
+                }
                 let _ = reply.send(withdrawn);
             }
             Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
