@@ -73,8 +73,8 @@ impl HostReport {
     };
 }
 
-/// Hands an attempt's per-host slot back to the scheduler, with its [`HostReport`], exactly
-/// once: explicitly when the host has answered, or, for an attempt that never reached the host
+/// Hands an attempt's request slots (its host's and the global one) back to the scheduler,
+/// with its [`HostReport`], exactly once: explicitly when the host has answered, or, for an attempt that never reached the host
 /// (or whose task ends early), with a neutral report when dropped. A half-open circuit thus
 /// always hears back from its probe.
 pub struct SlotRelease(Option<Box<dyn FnOnce(HostReport) + Send>>);
