@@ -207,6 +207,50 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A writer on a fresh store, with `targets` ingested as pending deliveries, oldest first.
+    async fn ingested(
+        targets: &[String],
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        crate::store::writer::WriterHandle,
+        Vec<Id>,
+    ) {
+        use crate::metrics::Metrics;
+        use crate::model::Payload;
+        use crate::store::encode;
+        use crate::store::writer::{self, IngestResult, IngestWrite, NewDelivery};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // The scheduler's end is dropped: these tests read the store, not the announcements.
+        let (enqueued_tx, _) = tokio::sync::mpsc::unbounded_channel();
+        // The writer thread ends when its last handle is dropped.
+        let (handle, _) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
+        let deliveries = targets
+            .iter()
+            .map(|t| NewDelivery {
+                record: encode(&record(t, Status::Pending)),
+                payload: encode(&Payload {
+                    headers: vec![],
+                    body: vec![],
+                }),
+                next_at: 0,
+                host: "h.example:80".into(),
+            })
+            .collect();
+        let ingested = IngestWrite {
+            idem: None,
+            event_id: None,
+            deliveries,
+            received: std::time::Instant::now(),
+        };
+        let IngestResult::Created { ids, .. } = handle.ingest(ingested).await.unwrap() else {
+            panic!("not created");
+        };
+        (dir, store, handle, ids)
+    }
+
     fn record(target: &str, status: Status) -> DeliveryRecord {
         DeliveryRecord {
             status,
@@ -306,43 +350,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_selection_stops_at_max_scan_rows_across_states_and_says_so() {
-        use crate::metrics::Metrics;
-        use crate::model::{Attempt, Payload};
-        use crate::store::encode;
-        use crate::store::writer::{self, AttemptWrite, IngestResult, IngestWrite, NewDelivery};
-        use crate::store::writer::{CancelResult, NextState};
+        use crate::model::Attempt;
+        use crate::store::writer::{AttemptWrite, CancelResult, NextState};
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (enqueued_tx, _enqueued_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (handle, _join) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
         // Ten deliveries, oldest first; the first and the eighth go to /rare.
-        let deliveries = (0..10)
+        let targets: Vec<String> = (0..10)
             .map(|i| {
                 let path = if i == 0 || i == 7 { "rare" } else { "common" };
-                NewDelivery {
-                    record: encode(&record(
-                        &format!("http://h.example/{path}/{i}"),
-                        Status::Pending,
-                    )),
-                    payload: encode(&Payload {
-                        headers: vec![],
-                        body: vec![],
-                    }),
-                    next_at: 0,
-                    host: "h.example:80".into(),
-                }
+                format!("http://h.example/{path}/{i}")
             })
             .collect();
-        let ingested = IngestWrite {
-            idem: None,
-            event_id: None,
-            deliveries,
-            received: std::time::Instant::now(),
-        };
-        let IngestResult::Created { ids, .. } = handle.ingest(ingested).await.unwrap() else {
-            panic!("not created");
-        };
+        let (_dir, store, handle, ids) = ingested(&targets).await;
         // 0..6 fail.
         for &id in &ids[..6] {
             let failed = AttemptWrite {
@@ -430,35 +448,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_stops_after_max_scan_rows_with_a_cursor_and_counts_follow_the_writer() {
-        use crate::metrics::Metrics;
-        use crate::model::Payload;
-        use crate::store::encode;
-        use crate::store::writer::{self, IngestWrite, NewDelivery};
-
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (enqueued_tx, _enqueued_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (handle, _join) = writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
-        let deliveries = (0..25)
-            .map(|i| NewDelivery {
-                record: encode(&record(&format!("http://h.example/{i}"), Status::Pending)),
-                payload: encode(&Payload {
-                    headers: vec![],
-                    body: vec![],
-                }),
-                next_at: 0,
-                host: "h.example:80".into(),
-            })
-            .collect();
-        handle
-            .ingest(IngestWrite {
-                idem: None,
-                event_id: None,
-                deliveries,
-                received: std::time::Instant::now(),
-            })
-            .await
-            .unwrap();
+        let targets: Vec<String> = (0..25).map(|i| format!("http://h.example/{i}")).collect();
+        let (_dir, store, handle, _) = ingested(&targets).await;
         assert_eq!(store.counts().unwrap().get(Status::Pending), 25);
 
         // A filter that matches nothing still answers after examining 10 rows at most.
