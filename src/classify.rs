@@ -23,6 +23,9 @@ pub enum SendError {
     InvalidRequest(String),
     #[error("egress guard: {0}")]
     EgressBlocked(String),
+    /// hookrelay itself failed while making the attempt (see `Classification::InternalError`).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// What came back from one attempt.
@@ -54,6 +57,7 @@ pub fn classify(outcome: &Outcome) -> Classification {
             SendError::Dns(_) => Classification::DnsError,
             SendError::InvalidRequest(_) => Classification::InvalidRequest,
             SendError::EgressBlocked(_) => Classification::EgressBlocked,
+            SendError::Internal(_) => Classification::InternalError,
         },
     }
 }
@@ -71,7 +75,8 @@ pub enum HostSignal {
     Healthy,
     /// The host failed: 5xx, timeout, network, TLS or DNS error.
     Failed,
-    /// Says nothing about the host: 429 (handled by Retry-After), or our own refusal.
+    /// Says nothing about the host: 429 (handled by Retry-After), our own refusal, or our own
+    /// failure.
     Neutral,
 }
 
@@ -80,7 +85,7 @@ pub fn host_signal(class: Classification) -> HostSignal {
     match class {
         Success | Http4xxPermanent | Http3xxPermanent => HostSignal::Healthy,
         Http5xxRetryable | Timeout | NetworkError | TlsError | DnsError => HostSignal::Failed,
-        RateLimited | InvalidRequest | EgressBlocked => HostSignal::Neutral,
+        RateLimited | InvalidRequest | EgressBlocked | InternalError => HostSignal::Neutral,
     }
 }
 
@@ -167,6 +172,7 @@ mod tests {
             (e(SendError::Dns), DnsError),
             (e(SendError::InvalidRequest), InvalidRequest),
             (e(SendError::EgressBlocked), EgressBlocked),
+            (e(SendError::Internal), InternalError),
         ];
         for (outcome, want) in cases {
             assert_eq!(classify(&outcome), want, "{outcome:?}");
@@ -218,6 +224,16 @@ mod tests {
                 1,
                 Decision::Fail,
             ),
+            (
+                Outcome::Error(SendError::Internal("panicked".into())),
+                2,
+                Decision::Retry(s(10)),
+            ),
+            (
+                Outcome::Error(SendError::Internal("panicked".into())),
+                3,
+                Decision::Fail,
+            ),
         ];
         for (outcome, attempt, want) in cases {
             assert_eq!(
@@ -254,6 +270,12 @@ mod tests {
             ),
             (
                 Outcome::Error(SendError::EgressBlocked("x".into())),
+                HostSignal::Neutral,
+                None,
+                false,
+            ),
+            (
+                Outcome::Error(SendError::Internal("x".into())),
                 HostSignal::Neutral,
                 None,
                 false,

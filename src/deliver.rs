@@ -237,27 +237,11 @@ impl Deliverer {
             error,
             response_snippet: snippet.filter(|s| !s.is_empty()),
         };
-        tracing::debug!(
-            id = id.0,
-            attempt = number,
-            class = classification.as_str(),
-            ?next,
-            "attempt finished"
-        );
-        self.metrics
-            .attempts
-            .with_label_values(&[classification.as_str()])
-            .inc();
         self.metrics
             .attempt_duration
             .observe(duration.as_secs_f64());
-        self.metrics.attempt_series.record(
-            finished,
-            classification == Classification::Success,
-            duration,
-        );
 
-        let mut result = AttemptResult::default();
+        let mut parked = None;
         if let Some(ep) = gone {
             // Persisted before the attempt is, so a crash in between cannot lose the disabling.
             match self.writer.set_endpoint_disabled(&ep.name, true).await {
@@ -269,7 +253,7 @@ impl Deliverer {
                             "endpoint answered 410 Gone: disabled; its deliveries are held until it is enabled"
                         );
                     }
-                    result.parked = Some(ep.name.clone());
+                    parked = Some(ep.name.clone());
                 }
                 Err(e) => {
                     tracing::error!(error = %e, endpoint = %ep.name, "could not disable the endpoint")
@@ -279,6 +263,86 @@ impl Deliverer {
         if let Some(slot) = slot {
             slot.release(report);
         }
+        let mut result = self.record(id, host, attempt, duration, next).await;
+        result.parked = parked;
+        result
+    }
+
+    /// Records an attempt whose task ended without a result (it panicked: a bug in hookrelay)
+    /// as an `INTERNAL_ERROR` attempt, so the delivery's retry budget applies to it as to any
+    /// other failure: tried again after its backoff, `failed` once the budget is spent. Nothing
+    /// is sent. A delivery that is no longer pending (the attempt was recorded before the
+    /// failure, or an operator cancelled it) is left as it is.
+    pub async fn record_abandoned(&self, id: Id) -> AttemptResult {
+        let record = match self.store.delivery(id) {
+            Ok(Some(record)) if record.status == Status::Pending => record,
+            Ok(_) => return AttemptResult::default(),
+            Err(e) => {
+                tracing::error!(error = %e, id = id.0, "could not load a delivery; retrying later");
+                return AttemptResult::later(
+                    clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY),
+                );
+            }
+        };
+        let number = record.attempt_count + 1;
+        let policy = record
+            .endpoint
+            .as_deref()
+            .and_then(|name| self.endpoints.get(name))
+            .map_or(&self.retry, |e| &e.retry);
+        let error = SendError::Internal(
+            "the attempt ended without a result (a bug in hookrelay: please report it)".into(),
+        );
+        let outcome = Outcome::Error(error.clone());
+        let now = clock::now_ms();
+        let next = match classify::decide(&outcome, number, policy, fastrand::f64()) {
+            Decision::Retry(delay) => NextState::Retry {
+                next_at: now.saturating_add(clock::duration_ms(delay)),
+            },
+            _ => NextState::Failed,
+        };
+        let host = url::Url::parse(&record.target)
+            .map(|u| url_host_key(&u))
+            .unwrap_or_default();
+        let attempt = Attempt {
+            number,
+            started_at: now,
+            duration_ms: 0,
+            status_code: None,
+            classification: classify::classify(&outcome),
+            error: Some(error.to_string()),
+            response_snippet: None,
+        };
+        self.record(id, host, attempt, Duration::ZERO, next).await
+    }
+
+    /// Counts `attempt` (which took `elapsed`) and stores it with the delivery's next state;
+    /// what the scheduler needs to know once it is stored.
+    async fn record(
+        &self,
+        id: Id,
+        host: String,
+        attempt: Attempt,
+        elapsed: Duration,
+        next: NextState,
+    ) -> AttemptResult {
+        let classification = attempt.classification;
+        tracing::debug!(
+            id = id.0,
+            attempt = attempt.number,
+            class = classification.as_str(),
+            ?next,
+            "attempt finished"
+        );
+        self.metrics
+            .attempts
+            .with_label_values(&[classification.as_str()])
+            .inc();
+        self.metrics.attempt_series.record(
+            attempt.started_at.saturating_add(attempt.duration_ms),
+            classification == Classification::Success,
+            elapsed,
+        );
         if let Err(e) = self
             .writer
             .attempt(AttemptWrite {
@@ -290,15 +354,14 @@ impl Deliverer {
             .await
         {
             tracing::error!(error = %e, id = id.0, "could not record an attempt; the delivery stays pending");
-            result.next_at = Some(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY));
-            return result;
+            return AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY));
         }
         match next {
-            NextState::Retry { next_at } => result.next_at = Some(next_at),
+            NextState::Retry { next_at } => return AttemptResult::later(next_at),
             NextState::Delivered => self.finished(Status::Delivered),
             NextState::Failed => self.finished(Status::Failed),
         }
-        result
+        AttemptResult::default()
     }
 
     fn finished(&self, status: Status) {
@@ -473,6 +536,31 @@ mod tests {
         // And the attempt is recorded by the time the result is back.
         assert_eq!(store.attempts(id).unwrap().len(), 1);
         assert!(result.next_at.is_some(), "a 503 is retried");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_attempt_is_recorded_only_while_its_delivery_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 200);
+        let id = stored(&d, None).await;
+        let retry = d.record_abandoned(id).await;
+        assert!(retry.next_at.is_some(), "retried within its budget");
+        let attempts = store.attempts(id).unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].classification, Classification::InternalError);
+        assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Pending);
+        // Delivered by the next attempt; an abandonment reported after that records nothing.
+        let (slot, _) = watched(&store, id);
+        assert_eq!(d.attempt(id, slot).await, AttemptResult::default());
+        assert_eq!(d.record_abandoned(id).await, AttemptResult::default());
+        let attempts = store.attempts(id).unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[1].classification, Classification::Success);
+        assert_eq!(
+            store.delivery(id).unwrap().unwrap().status,
+            Status::Delivered
+        );
     }
 
     #[tokio::test]

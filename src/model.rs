@@ -157,10 +157,15 @@ pub enum Classification {
     InvalidRequest,
     /// The egress guard refused the destination (every address it resolved to is denied).
     EgressBlocked,
+    /// The attempt ended without a result: hookrelay failed while making it (a bug). Retried
+    /// within the delivery's retry budget like a network error, so a delivery whose attempts
+    /// always fail this way ends `failed`, with these attempts on record. (Appended last: the
+    /// stored encoding of the earlier variants is unchanged.)
+    InternalError,
 }
 
 impl Classification {
-    pub const ALL: [Classification; 11] = [
+    pub const ALL: [Classification; 12] = [
         Classification::Success,
         Classification::Http5xxRetryable,
         Classification::Http4xxPermanent,
@@ -172,6 +177,7 @@ impl Classification {
         Classification::DnsError,
         Classification::InvalidRequest,
         Classification::EgressBlocked,
+        Classification::InternalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -187,6 +193,7 @@ impl Classification {
             Classification::DnsError => "DNS_ERROR",
             Classification::InvalidRequest => "INVALID_REQUEST",
             Classification::EgressBlocked => "EGRESS_BLOCKED",
+            Classification::InternalError => "INTERNAL_ERROR",
         }
     }
 
@@ -200,6 +207,7 @@ impl Classification {
                 | Classification::NetworkError
                 | Classification::TlsError
                 | Classification::DnsError
+                | Classification::InternalError
         )
     }
 }

@@ -339,7 +339,9 @@ impl Backlog {
 
 /// What an attempt's task reports, in this order: the host is done with it (`Released`,
 /// exactly once, see [`SlotRelease`]), then it is recorded (`Recorded`), or the task ended
-/// without a result (`Abandoned`: a panic, see [`spawn_attempt`]).
+/// without a result (`Abandoned`: a panic, see [`spawn_attempt`]). An abandoned attempt is then
+/// recorded as an `INTERNAL_ERROR` attempt by a task of its own, which reports `Recorded`, or
+/// `Unrecorded` if it too ends without a result.
 enum Finished {
     Released {
         host: Host,
@@ -351,6 +353,10 @@ enum Finished {
         result: AttemptResult,
     },
     Abandoned {
+        id: Id,
+        host: Host,
+    },
+    Unrecorded {
         id: Id,
         host: Host,
     },
@@ -481,9 +487,10 @@ pub struct Attempts {
     requests: usize,
     /// Answered, waiting for their record to be committed.
     recording: usize,
-    /// Deliveries whose attempt task ended without a result (a panic), with how many times in
-    /// a row: each waits longer before it is tried again.
-    abandoned: HashMap<Id, u32>,
+    /// Deliveries whose abandoned attempt could not be recorded either (see
+    /// [`Finished::Unrecorded`]), with how many times in a row: each waits longer before it is
+    /// tried again.
+    unrecorded: HashMap<Id, u32>,
 }
 
 impl Attempts {
@@ -592,11 +599,11 @@ impl Scheduler {
                 },
                 Some(control) = self.control_rx.recv() => self.control(control),
                 Some(finished) = done_rx.recv() => {
-                    self.finished(finished);
+                    self.finished(finished, &done_tx);
                     // Attempts finish in bursts: take what else has arrived before the loop
                     // updates its gauges and timers again.
                     while let Ok(finished) = done_rx.try_recv() {
-                        self.finished(finished);
+                        self.finished(finished, &done_tx);
                     }
                 }
                 changed = gate_rx.changed() => {
@@ -633,7 +640,7 @@ impl Scheduler {
         self.attempts.may_start(self.concurrency)
     }
 
-    fn finished(&mut self, finished: Finished) {
+    fn finished(&mut self, finished: Finished, done_tx: &mpsc::UnboundedSender<Finished>) {
         match finished {
             // Every attempt releases its slot, even one that never reached the host (endpoint
             // disabled, delivery gone): a half-open circuit must not wait forever for a probe
@@ -645,20 +652,35 @@ impl Scheduler {
                 }
             }
             Finished::Recorded { id, host, result } => {
-                if !self.attempts.abandoned.is_empty() {
-                    self.attempts.abandoned.remove(&id);
+                if !self.attempts.unrecorded.is_empty() {
+                    self.attempts.unrecorded.remove(&id);
                 }
                 self.recorded(id, host, result);
             }
+            // Still in flight (and counted as being recorded) until its record is stored.
             Finished::Abandoned { id, host } => {
-                let times = self.attempts.abandoned.entry(id).or_default();
+                tracing::error!(
+                    id = id.0,
+                    "an attempt ended without a result (a bug: please report it); it is recorded as INTERNAL_ERROR and retried within the delivery's retry budget"
+                );
+                let deliverer = self.deliverer.clone();
+                spawn_reported(
+                    id,
+                    host,
+                    done_tx.clone(),
+                    |id, host| Finished::Unrecorded { id, host },
+                    async move { deliverer.record_abandoned(id).await },
+                );
+            }
+            Finished::Unrecorded { id, host } => {
+                let times = self.attempts.unrecorded.entry(id).or_default();
                 *times += 1;
-                let delay = abandoned_delay_ms(*times);
+                let delay = unrecorded_delay_ms(*times);
                 tracing::error!(
                     id = id.0,
                     times = *times,
                     retry_in_ms = delay,
-                    "an attempt ended without a result (a bug: please report it); the delivery stays pending and is tried again later"
+                    "an abandoned attempt could not be recorded (a bug: please report it); the delivery stays pending and is tried again later"
                 );
                 let result = AttemptResult {
                     next_at: Some(clock::now_ms().saturating_add(delay)),
@@ -708,7 +730,7 @@ impl Scheduler {
                 }
                 if withdrawn {
                     // Cancelled (or requeued if the cancel fails, starting its count afresh).
-                    self.attempts.abandoned.remove(&id);
+                    self.attempts.unrecorded.remove(&id);
                 }
                 let _ = reply.send(withdrawn);
             }
@@ -750,11 +772,11 @@ impl Scheduler {
     }
 }
 
-/// How long a delivery whose attempt task ended without a result (a panic) waits before it is
-/// tried again, the `times`-th time in a row: 5 s, doubling, at most an hour. Such an attempt
-/// records nothing, so its delivery's retry budget cannot end it; the growing wait keeps a
-/// delivery that always panics from being tried every few seconds.
-fn abandoned_delay_ms(times: u32) -> u64 {
+/// How long a delivery waits before it is tried again when its attempt ended without a result
+/// and so did recording that (see [`Finished::Unrecorded`]), the `times`-th time in a row: 5 s,
+/// doubling, at most an hour. Nothing was recorded, so the delivery's retry budget cannot end
+/// it; the growing wait keeps such a delivery from being tried every few seconds.
+fn unrecorded_delay_ms(times: u32) -> u64 {
     const FIRST_MS: u64 = 5_000;
     const MAX_MS: u64 = 3_600_000;
     FIRST_MS
@@ -780,24 +802,47 @@ where
             report,
         });
     });
+    spawn_reported(
+        id,
+        host,
+        done_tx,
+        |id, host| Finished::Abandoned { id, host },
+        attempt(slot),
+    );
+}
+
+/// Runs `work` (an attempt, or the recording of an abandoned one) in a task of its own and
+/// reports `Recorded` with its result, or `abandoned` if the task ends without one.
+fn spawn_reported<Fut>(
+    id: Id,
+    host: Host,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    abandoned: fn(Id, Host) -> Finished,
+    work: Fut,
+) where
+    Fut: std::future::Future<Output = AttemptResult> + Send + 'static,
+{
     tokio::spawn(async move {
         let mut recorded = RecordedReport {
             done_tx,
             id,
             host,
+            abandoned,
             result: None,
         };
-        recorded.result = Some(attempt(slot).await);
+        recorded.result = Some(work.await);
     });
 }
 
-/// Sends an attempt's last report when dropped: `Recorded` with its result, or `Abandoned`.
+/// Sends an attempt's last report when dropped: `Recorded` with its result, or its `abandoned`
+/// report.
 /// (It does not log: at shutdown the runtime drops unfinished tasks, which is not a fault, and
 /// the scheduler that would hear of it has stopped.)
 struct RecordedReport {
     done_tx: mpsc::UnboundedSender<Finished>,
     id: Id,
     host: Host,
+    abandoned: fn(Id, Host) -> Finished,
     result: Option<AttemptResult>,
 }
 
@@ -806,7 +851,7 @@ impl Drop for RecordedReport {
         let (id, host) = (self.id, self.host.clone());
         let _ = self.done_tx.send(match self.result.take() {
             Some(result) => Finished::Recorded { id, host, result },
-            None => Finished::Abandoned { id, host },
+            None => (self.abandoned)(id, host),
         });
     }
 }
@@ -995,13 +1040,123 @@ mod tests {
         assert!(a.may_start(2));
     }
 
+    /// A sender with a bug: every send panics.
+    struct Panics;
+
+    #[async_trait::async_trait]
+    impl crate::sender::Sender for Panics {
+        async fn send(
+            &self,
+            _: crate::sender::OutgoingRequest,
+        ) -> Result<crate::sender::SentResponse, crate::classify::SendError> {
+            panic!("a bug in sending (this test's own)");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_whose_attempts_always_panic_ends_failed_with_each_one_recorded() {
+        use crate::model::{Classification, DeliveryRecord, Payload, Status};
+        use crate::store::writer::{IngestResult, IngestWrite, NewDelivery};
+        use crate::store::{Store, encode};
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookrelay.toml");
+        std::fs::write(
+            &file,
+            "[retry]\ninitial_delay = \"10ms\"\nmax_delay = \"10ms\"\nmax_attempts = 3\njitter = 0.0\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load_with_env(Some(&file), Vec::new()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
+        let (writer, _) = crate::store::writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
+        let gate = EndpointGate::new(BTreeSet::new());
+        let deliverer = Deliverer::new(
+            &config,
+            store.clone(),
+            writer.clone(),
+            Arc::new(Panics),
+            Metrics::new(),
+            gate.clone(),
+        );
+        let (_control_tx, control_rx) = mpsc::unbounded_channel();
+        let scheduler = Scheduler {
+            queue: Queue::new(8),
+            paused: false,
+            control_rx,
+            concurrency: 8,
+            attempts: Attempts::default(),
+            deliverer: Arc::new(deliverer),
+            in_flight: InFlight::default(),
+            metrics: Metrics::new(),
+            enqueued_rx,
+            gate,
+            host_health: HostHealth::default(),
+            backlog: Backlog::default(),
+            parked: Parked::default(),
+        };
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let running = tokio::spawn(scheduler.run(drain_rx, Duration::from_secs(5)));
+
+        let write = IngestWrite {
+            idem: None,
+            event_id: None,
+            deliveries: vec![NewDelivery {
+                record: encode(&DeliveryRecord::pending(
+                    "POST".into(),
+                    "http://127.0.0.1:9/x".into(),
+                    None,
+                    None,
+                    None,
+                    0,
+                    0,
+                )),
+                payload: encode(&Payload {
+                    headers: Vec::new(),
+                    body: b"{}".to_vec(),
+                }),
+                next_at: 0,
+                host: "127.0.0.1:9".into(),
+            }],
+            received: std::time::Instant::now(),
+        };
+        let id = match writer.ingest(write).await {
+            Ok(IngestResult::Created { ids, .. }) => ids[0],
+            other => panic!("{other:?}"),
+        };
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let record = loop {
+            let record = store.delivery(id).unwrap().unwrap();
+            if record.status != Status::Pending || std::time::Instant::now() > deadline {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(record.status, Status::Failed, "{record:?}");
+        let attempts = store.attempts(id).unwrap();
+        let seen: Vec<(u32, Classification)> = attempts
+            .iter()
+            .map(|a| (a.number, a.classification))
+            .collect();
+        assert_eq!(
+            seen,
+            [1, 2, 3].map(|n| (n, Classification::InternalError)),
+            "one recorded attempt per panic, until the retry budget (3) is spent"
+        );
+        assert!(attempts[0].error.as_deref().unwrap().contains("bug"));
+
+        drain_tx.send(true).unwrap();
+        running.await.unwrap();
+    }
+
     #[test]
     fn an_abandoned_delivery_waits_longer_each_time_up_to_an_hour() {
-        let waits: Vec<u64> = (1..=12).map(abandoned_delay_ms).collect();
+        let waits: Vec<u64> = (1..=12).map(unrecorded_delay_ms).collect();
         assert_eq!(&waits[..4], &[5_000, 10_000, 20_000, 40_000]);
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(abandoned_delay_ms(12), 3_600_000);
-        assert_eq!(abandoned_delay_ms(u32::MAX), 3_600_000);
+        assert_eq!(unrecorded_delay_ms(12), 3_600_000);
+        assert_eq!(unrecorded_delay_ms(u32::MAX), 3_600_000);
     }
 
     #[tokio::test]

@@ -131,6 +131,27 @@ mod tests {
         }
     }
 
+    /// The deliveries page offers every classification as a filter, and nothing else.
+    #[test]
+    fn the_classification_filter_lists_every_classification() {
+        let js = include_str!("ui/deliveries.js");
+        let list = js
+            .split("export const CLASSIFICATIONS = [")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("deliveries.js defines CLASSIFICATIONS");
+        let offered: Vec<&str> = list
+            .split(',')
+            .map(|v| v.trim().trim_matches('"'))
+            .filter(|v| !v.is_empty())
+            .collect();
+        let known: Vec<&str> = crate::model::Classification::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(offered, known);
+    }
+
     #[test]
     fn unknown_files_are_404() {
         assert_eq!(asset("index.html").status(), StatusCode::OK);

@@ -8,7 +8,8 @@ import { hostPrefix } from "./overview.js";
 export const STATUSES = ["pending", "in_progress", "delivered", "failed", "cancelled"];
 export const CLASSIFICATIONS = [
   "SUCCESS", "HTTP_5XX_RETRYABLE", "HTTP_4XX_PERMANENT", "HTTP_3XX_PERMANENT", "RATE_LIMITED",
-  "TIMEOUT", "NETWORK_ERROR", "TLS_ERROR", "DNS_ERROR", "INVALID_REQUEST",
+  "TIMEOUT", "NETWORK_ERROR", "TLS_ERROR", "DNS_ERROR", "INVALID_REQUEST", "EGRESS_BLOCKED",
+  "INTERNAL_ERROR",
 ];
 const RANGES = [["", "Any time"], ["15m", "Last 15 minutes"], ["1h", "Last hour"], ["24h", "Last 24 hours"], ["7d", "Last 7 days"], ["custom", "Between…"]];
 const FILTERS = ["status", "target", "endpoint", "classification", "since", "until"];
