@@ -754,7 +754,7 @@ async fn end_to_end_section(
 ) {
     let c = 64;
     let (mut rates, mut base, mut p50, mut p99) = (vec![], vec![], vec![], vec![]);
-    let (mut sent_p50, mut sent_p99) = (vec![], vec![]);
+    let (mut sent_p50, mut sent_p99, mut early) = (vec![], vec![], vec![]);
     for _ in 0..opts.runs() {
         let dir = tempfile::tempdir().unwrap();
         let sidecar = Sidecar::start(opts, bin, dir.path(), &[]).await;
@@ -779,11 +779,13 @@ async fn end_to_end_section(
         let seen = rstate.first_seen.lock().unwrap().clone();
         // A delivery can reach the receiver before its sender has read the ack (the scheduler
         // hears of it at the commit, as ingest does): that counts as 0 here.
+        let mut before_ack = 0usize;
         let (mut lat, mut from_send): (Vec<Duration>, Vec<Duration>) = r
             .acks
             .iter()
             .filter_map(|(k, (sent, acked))| {
                 seen.get(k).map(|got| {
+                    before_ack += usize::from(got < acked);
                     (
                         got.saturating_duration_since(*acked),
                         got.saturating_duration_since(*sent),
@@ -791,6 +793,7 @@ async fn end_to_end_section(
                 })
             })
             .unzip();
+        early.push(100.0 * before_ack as f64 / lat.len().max(1) as f64);
         lat.sort();
         from_send.sort();
         p50.push(percentile(&lat, 0.5));
@@ -828,6 +831,13 @@ async fn end_to_end_section(
     let before_ack = "0: received before its sender read the ack";
     report.add("e2e", "ack to receipt p50", median(p50), "ms", before_ack);
     report.add("e2e", "ack to receipt p99", median(p99), "ms", before_ack);
+    report.add(
+        "e2e",
+        "received before the sender read its ack",
+        median(early),
+        "%",
+        "counted as 0 ms above",
+    );
     report.add(
         "e2e",
         "send to receipt p50",
