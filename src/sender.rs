@@ -207,12 +207,17 @@ fn to_send_error(e: reqwest::Error) -> SendError {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return SendError::Timeout(text);
             }
-            // rustls reports handshake failures as io::Error(InvalidData) wrapping rustls::Error.
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return SendError::Tls(text);
+            // rustls reports handshake failures as io::Error(InvalidData) wrapping rustls::Error,
+            // and the connector wraps that in another io::Error; `source()` skips what an
+            // io::Error wraps, so look inside each layer.
+            let mut inner = io.get_ref();
+            while let Some(wrapped) = inner {
+                if wrapped.downcast_ref::<rustls::Error>().is_some() {
+                    return SendError::Tls(text);
+                }
+                inner = wrapped
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref());
             }
         }
         source = err.source();

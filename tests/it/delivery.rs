@@ -150,6 +150,29 @@ async fn connection_refused_is_a_network_error_and_retried() {
 }
 
 #[tokio::test]
+async fn a_failed_tls_handshake_is_a_tls_error() {
+    // An https target on a port that answers in plain HTTP: the handshake gets an HTTP 400.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plain = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let sidecar = Sidecar::start(FAST_RETRY).await;
+    let id = send_ok(&sidecar, &format!("https://127.0.0.1:{port}/tls")).await;
+    let d = sidecar.wait_status(&id, "failed").await;
+    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
+    assert_eq!(d["last_classification"], "TLS_ERROR");
+    plain.abort();
+}
+
+#[tokio::test]
 async fn a_connection_reset_is_a_network_error() {
     let receiver = Receiver::start(Arc::new(|_, n| {
         if n == 0 {
