@@ -313,6 +313,12 @@ impl Ingest {
             )
         };
         let headers = &session.req_header().headers;
+        request::check_transfer_encoding(
+            headers
+                .get_all(http::header::TRANSFER_ENCODING)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )?;
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -435,19 +441,20 @@ fn json_response(status: u16, body: Vec<u8>, extra: &[(&str, String)]) -> Respon
 }
 
 impl Ingest {
-    async fn respond(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+    /// The response, and whether the request was refused. A refused request's body may be
+    /// unread (a 413 is refused from its Content-Length): its connection is closed after the
+    /// answer (see `linger`) rather than reused.
+    async fn respond(&self, session: &mut ServerSession) -> (Response<Vec<u8>>, bool) {
         match self.handle(session).await {
-            Ok(response) => response,
+            Ok(response) => (response, false),
             Err(reject) => {
                 self.metrics.ingest("rejected");
-                // The body may be unread (a 413 is refused from its Content-Length): close the
-                // connection rather than read and discard what is left of it.
                 session.set_keepalive(None);
                 let allow: Vec<(&str, String)> = reject
                     .allow
                     .map(|a| vec![("allow", a.to_string())])
                     .unwrap_or_default();
-                json_response(reject.status, reject.body(), &allow)
+                (json_response(reject.status, reject.body(), &allow), true)
             }
         }
     }
@@ -491,9 +498,12 @@ impl Ingest {
 }
 
 /// Closes a connection whose request was refused unread the way RFC 9112 9.6 asks: stop
-/// writing, then read and discard what the client is still sending (up to 1 s or 1 MiB), so
-/// closing with unread bytes does not reset the connection before the client reads the answer.
+/// writing, then read and discard what the client is still sending (up to 1 s or
+/// `LINGER_AT_MOST` bytes), so closing with unread bytes does not reset the connection before
+/// the client reads the answer. (Clients that send the whole body before reading, as Python's
+/// `http.client` does, see the 413 for a body of a few MiB instead of a broken pipe.)
 async fn linger(session: ServerSession) {
+    const LINGER_AT_MOST: usize = 16 << 20;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ServerSession::H1(v1) = session else {
         return;
@@ -503,7 +513,7 @@ async fn linger(session: ServerSession) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut buf = [0u8; 8192];
-        let mut left = 1usize << 20;
+        let mut left = LINGER_AT_MOST;
         while left > 0 {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -537,8 +547,12 @@ impl HttpServerApp for Ingest {
                 return None;
             }
         }
-        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        let (parts, body) = self.respond(&mut http).await.into_parts();
+        // Kept open for 60 s between requests, unless the client asked to close (HTTP/1.0
+        // without `Connection: keep-alive`, or `Connection: close`) or we are shutting down.
+        let keep = http.get_keepalive().is_some() && !*shutdown.borrow();
+        http.set_keepalive(keep.then_some(60));
+        let (response, refused) = self.respond(&mut http).await;
+        let (parts, body) = response.into_parts();
         let status = parts.status;
         let header: pingora::http::ResponseHeader = parts.into();
         let tasks = vec![
@@ -549,6 +563,10 @@ impl HttpServerApp for Ingest {
             // After a commit this is an ack the app never saw: it may send the webhook again
             // (a duplicate delivery unless it carries an idempotency key).
             tracing::warn!(error = ?e.etype, %status, "ingest: response not written");
+            return None;
+        }
+        if refused {
+            linger(http).await;
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&http);

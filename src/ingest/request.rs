@@ -264,6 +264,27 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), Reject> {
     Ok(())
 }
 
+/// The body's transfer codings (`Transfer-Encoding` values): only `chunked` is understood. A
+/// body sent with another coding (`gzip, chunked`, say) would be stored and delivered still
+/// coded, so it is refused with the 501 that RFC 9112 6.1 asks for.
+pub fn check_transfer_encoding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<(), Reject> {
+    for value in values {
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked") {
+                return Err(Reject::new(
+                    501,
+                    "unsupported_transfer_encoding",
+                    format!(
+                        "Transfer-Encoding `{}` is not supported: send the body as it is, with Content-Length or chunked",
+                        String::from_utf8_lossy(coding)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +301,21 @@ mod tests {
         Config::load_with_env(Some(&path), Vec::new())
             .unwrap()
             .endpoints
+    }
+
+    #[test]
+    fn only_the_chunked_transfer_coding_is_accepted() {
+        let check = |values: &[&str]| {
+            check_transfer_encoding(values.iter().map(|v| v.as_bytes()))
+                .map_err(|r| (r.status, r.code))
+        };
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["chunked"]), Ok(()));
+        assert_eq!(check(&["Chunked "]), Ok(()));
+        let unsupported = Err((501, "unsupported_transfer_encoding"));
+        assert_eq!(check(&["gzip, chunked"]), unsupported);
+        assert_eq!(check(&["chunked", "deflate"]), unsupported);
+        assert_eq!(check(&["identity"]), unsupported);
     }
 
     #[test]

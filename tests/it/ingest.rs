@@ -490,6 +490,77 @@ async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
     assert!(!sidecar.log().contains("s3cret"), "{}", sidecar.log());
 }
 
+/// An HTTP/1.0 request without `Connection: keep-alive` asks for the connection to close after
+/// the answer: it is closed at once, not kept for the keep-alive timeout.
+#[tokio::test]
+async fn an_http_1_0_request_gets_its_answer_and_a_closed_connection() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/old");
+    let raw = format!("POST /{target} HTTP/1.0\r\nContent-Length: 2\r\n\r\n{{}}");
+    let answer = raw_exchange(&sidecar, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    receiver.wait_count(1).await;
+}
+
+/// A body in a transfer coding other than chunked (here gzip) would be stored and delivered
+/// still coded: it is refused with a JSON 501, and nothing is stored.
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/coded");
+    let raw = format!(
+        "POST /{target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let answer = raw_exchange(&sidecar, raw.as_bytes()).await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 501 "), "{answer}");
+    let json: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["error"]["code"], "unsupported_transfer_encoding");
+    let stats = sidecar.stats().await;
+    assert_eq!(stats["counts"]["pending"], 0, "{stats}");
+    assert_eq!(stats["counts"]["delivered"], 0, "{stats}");
+    assert_eq!(receiver.count(), 0);
+}
+
+/// A client that sends the whole of a too-large body before reading (as Python's http.client
+/// does) still reads the 413: the refused body is read and discarded before the close, so the
+/// connection is not reset under it.
+#[tokio::test]
+async fn a_client_that_sends_a_large_body_before_reading_gets_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/big");
+    // More than loopback's socket buffers hold, so the sidecar must read it to take it all.
+    let size = 12 << 20;
+    let mut raw = format!("POST /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n")
+        .into_bytes();
+    raw.resize(raw.len() + size, b'x');
+    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
+        .await
+        .unwrap();
+    let exchange = async {
+        stream
+            .write_all(&raw)
+            .await
+            .expect("the whole body is taken");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .expect("the answer is read");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
 /// Ingest keeps a connection open for the next request (as pingora's own server did), and
 /// closes it when the client asks.
 #[tokio::test]
