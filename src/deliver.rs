@@ -271,8 +271,10 @@ impl Deliverer {
     /// Records an attempt whose task ended without a result (it panicked: a bug in hookrelay)
     /// as an `INTERNAL_ERROR` attempt, so the delivery's retry budget applies to it as to any
     /// other failure: tried again after its backoff, `failed` once the budget is spent. Nothing
-    /// is sent. A delivery that is no longer pending (the attempt was recorded before the
-    /// failure, or an operator cancelled it) is left as it is.
+    /// is sent. A delivery that is no longer pending (an operator cancelled it, or the attempt
+    /// finished it before failing) is left as it is, and one whose endpoint is disabled stays
+    /// held, as `attempt` would leave it. (An attempt that failed after recording a retry would
+    /// be counted twice; nothing in `attempt` can fail after its record is written.)
     pub async fn record_abandoned(&self, id: Id) -> AttemptResult {
         let record = match self.store.delivery(id) {
             Ok(Some(record)) if record.status == Status::Pending => record,
@@ -284,6 +286,16 @@ impl Deliverer {
                 );
             }
         };
+        if let Some(name) = record
+            .endpoint
+            .as_deref()
+            .filter(|n| self.gate.is_disabled(n))
+        {
+            return AttemptResult {
+                next_at: record.next_attempt_at,
+                parked: Some(name.to_string()),
+            };
+        }
         let number = record.attempt_count + 1;
         let policy = record
             .endpoint
@@ -299,7 +311,8 @@ impl Deliverer {
             Decision::Retry(delay) => NextState::Retry {
                 next_at: now.saturating_add(clock::duration_ms(delay)),
             },
-            _ => NextState::Failed,
+            // (`Delivered` cannot come of an error.)
+            Decision::Fail | Decision::Delivered => NextState::Failed,
         };
         let host = url::Url::parse(&record.target)
             .map(|u| url_host_key(&u))
@@ -561,6 +574,19 @@ mod tests {
             store.delivery(id).unwrap().unwrap().status,
             Status::Delivered
         );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_attempt_of_a_disabled_endpoint_leaves_its_delivery_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 200);
+        let id = stored(&d, Some("orders")).await;
+        d.gate.set("orders", true);
+        let result = d.record_abandoned(id).await;
+        assert_eq!(result.parked.as_deref(), Some("orders"));
+        assert!(store.attempts(id).unwrap().is_empty(), "no attempt spent");
+        assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Pending);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use crate::clock;
 use crate::deliver::{AttemptResult, Deliverer, HostReport, SlotRelease};
 use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
-use crate::model::Id;
+use crate::model::{Classification, Id};
 use crate::store::writer::Enqueued;
 
 type Host = Arc<str>;
@@ -673,6 +673,11 @@ impl Scheduler {
                 );
             }
             Finished::Unrecorded { id, host } => {
+                // Counted with the recorded ones, so the INTERNAL_ERROR alert sees it.
+                self.metrics
+                    .attempts
+                    .with_label_values(&[Classification::InternalError.as_str()])
+                    .inc();
                 let times = self.attempts.unrecorded.entry(id).or_default();
                 *times += 1;
                 let delay = unrecorded_delay_ms(*times);
@@ -1053,21 +1058,23 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_delivery_whose_attempts_always_panic_ends_failed_with_each_one_recorded() {
-        use crate::model::{Classification, DeliveryRecord, Payload, Status};
-        use crate::store::writer::{IngestResult, IngestWrite, NewDelivery};
-        use crate::store::{Store, encode};
-
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hookrelay.toml");
+    /// A scheduler over a fresh store whose sender always panics, with 3 attempts at most,
+    /// 10 ms apart; the store and the writer beside it.
+    fn panicking_scheduler(
+        dir: &std::path::Path,
+    ) -> (
+        Scheduler,
+        crate::store::Store,
+        crate::store::writer::WriterHandle,
+    ) {
+        let file = dir.join("hookrelay.toml");
         std::fs::write(
             &file,
             "[retry]\ninitial_delay = \"10ms\"\nmax_delay = \"10ms\"\nmax_attempts = 3\njitter = 0.0\n",
         )
         .unwrap();
         let config = crate::config::Config::load_with_env(Some(&file), Vec::new()).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(dir).unwrap();
         let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
         let (writer, _) = crate::store::writer::spawn(&store, Metrics::new(), enqueued_tx).unwrap();
         let gate = EndpointGate::new(BTreeSet::new());
@@ -1079,7 +1086,7 @@ mod tests {
             Metrics::new(),
             gate.clone(),
         );
-        let (_control_tx, control_rx) = mpsc::unbounded_channel();
+        let (_, control_rx) = mpsc::unbounded_channel();
         let scheduler = Scheduler {
             queue: Queue::new(8),
             paused: false,
@@ -1095,8 +1102,20 @@ mod tests {
             backlog: Backlog::default(),
             parked: Parked::default(),
         };
+        (scheduler, store, writer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_whose_attempts_always_panic_ends_failed_with_each_one_recorded() {
+        use crate::model::{Classification, DeliveryRecord, Payload, Status};
+        use crate::store::encode;
+        use crate::store::writer::{IngestResult, IngestWrite, NewDelivery};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (scheduler, store, writer) = panicking_scheduler(dir.path());
+        let in_flight = scheduler.in_flight.clone();
         let (drain_tx, drain_rx) = watch::channel(false);
-        let running = tokio::spawn(scheduler.run(drain_rx, Duration::from_secs(5)));
+        let running = tokio::spawn(scheduler.run(drain_rx, Duration::from_secs(60)));
 
         let write = IngestWrite {
             idem: None,
@@ -1146,12 +1165,53 @@ mod tests {
         );
         assert!(attempts[0].error.as_deref().unwrap().contains("bug"));
 
+        // Nothing is left in flight: the drain ends at once, not at its 60 s grace.
         drain_tx.send(true).unwrap();
-        running.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the drain found nothing in flight")
+            .unwrap();
+        assert!(in_flight.is_empty());
+    }
+
+    /// An abandoned attempt whose recording failed too: its delivery is requeued, later each
+    /// time, counted as an INTERNAL_ERROR attempt, and nothing stays in flight or counted.
+    #[tokio::test]
+    async fn an_unrecorded_abandonment_is_requeued_later_each_time_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _store, _writer) = panicking_scheduler(dir.path());
+        let (done_tx, _done_rx) = mpsc::unbounded_channel();
+        s.queue.push("h:80", 0, Id(1));
+        let mut at = 0;
+        for (times, wait) in [(1, 5_000), (2, 10_000)] {
+            let (id, host) = s.queue.pop_due(at).expect("due");
+            s.in_flight.insert(id);
+            s.attempts.started();
+            s.finished(
+                Finished::Released {
+                    host: host.clone(),
+                    report: HostReport::NEUTRAL,
+                },
+                &done_tx,
+            );
+            let before = clock::now_ms();
+            s.finished(Finished::Unrecorded { id, host }, &done_tx);
+            assert_eq!((s.attempts.requests, s.attempts.recording), (0, 0));
+            assert!(s.in_flight.is_empty());
+            assert_eq!(s.queue.pending(), 1);
+            assert_eq!(s.attempts.unrecorded.get(&id), Some(&times));
+            at = s.queue.next_wake().expect("requeued");
+            assert!(
+                (before + wait..=clock::now_ms() + wait).contains(&at),
+                "due {at}, {wait} ms after {before}"
+            );
+        }
+        let counted = s.metrics.attempts.with_label_values(&["INTERNAL_ERROR"]);
+        assert_eq!(counted.get(), 2);
     }
 
     #[test]
-    fn an_abandoned_delivery_waits_longer_each_time_up_to_an_hour() {
+    fn an_unrecorded_delivery_waits_longer_each_time_up_to_an_hour() {
         let waits: Vec<u64> = (1..=12).map(unrecorded_delay_ms).collect();
         assert_eq!(&waits[..4], &[5_000, 10_000, 20_000, 40_000]);
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
