@@ -80,10 +80,15 @@ const DENIED_V4: &[(&str, &str)] = &[
 const DENIED_V6: &[(&str, &str)] = &[
     // IPv4-compatible (deprecated) includes :: and ::1.
     ("::/96", "unspecified, loopback, IPv4-compatible"),
+    ("::ffff:0:0:0/96", "IPv4-translated (SIIT)"),
     ("64:ff9b:1::/48", "local-use NAT64"),
     ("100::/64", "discard"),
+    ("100:0:0:1::/64", "dummy prefix"),
+    ("2001:2::/48", "benchmarking"),
+    ("2001:10::/28", "ORCHID (deprecated)"),
     ("2001:db8::/32", "documentation"),
     ("3fff::/20", "documentation"),
+    ("5f00::/16", "SRv6 SIDs"),
     ("fc00::/7", "unique local"),
     ("fe80::/10", "link-local"),
     ("fec0::/10", "site-local (deprecated)"),
@@ -285,6 +290,14 @@ mod tests {
             ("http://[fe80::1]/", false),
             ("http://[ff02::1]/", false),
             ("http://[2001:db8::1]/", false),
+            ("http://[3fff::1]/", false),
+            // SIIT's IPv4-translated form of 127.0.0.1 and of 169.254.169.254.
+            ("http://[::ffff:0:127.0.0.1]/", false),
+            ("http://[::ffff:0:a9fe:a9fe]/", false),
+            ("http://[100:0:0:1::1]/", false),
+            ("http://[2001:2::1]/", false),
+            ("http://[2001:10::1]/", false),
+            ("http://[5f00::1]/", false),
             // NAT64 of 10.0.0.1 and of 169.254.169.254.
             ("http://[64:ff9b::a00:1]/", false),
             ("http://[64:ff9b::a9fe:a9fe]/", false),
