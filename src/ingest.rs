@@ -269,7 +269,8 @@ impl Ingest {
             .egress_denied
             .with_label_values(&["ingest", action])
             .inc();
-        tracing::warn!(target, reason = %denied, action, "egress guard");
+        let target = crate::model::redact_userinfo(target);
+        tracing::warn!(%target, reason = %denied, action, "egress guard");
         match self.egress.mode {
             Mode::Report => Ok(url),
             Mode::Enforce => Err(Reject::new(

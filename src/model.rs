@@ -291,6 +291,20 @@ pub fn host_key(target: &str) -> String {
     }
 }
 
+/// `target` with its userinfo (`user:password@`), if any, shown as `***@`: credentials in a
+/// target stay stored, for delivery, but are never shown or logged.
+pub fn redact_userinfo(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = target.find("://").map(|i| i + 3) else {
+        return target.into();
+    };
+    let rest = &target[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***@{}", &target[..scheme_end], &rest[at + 1..]).into(),
+        None => target.into(),
+    }
+}
+
 /// [`host_key`] of a URL already parsed.
 pub fn url_host_key(u: &url::Url) -> String {
     format!(
@@ -378,6 +392,24 @@ pub struct PauseRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_redacted_and_nothing_else() {
+        let cases = [
+            ("https://u:p@h.example/x", "https://***@h.example/x"),
+            (
+                "http://tok@127.0.0.1:9/a@b?c=@",
+                "http://***@127.0.0.1:9/a@b?c=@",
+            ),
+            ("http://a:b@c@h/", "http://***@h/"),
+            ("https://h.example/p@q", "https://h.example/p@q"),
+            ("https://h.example?u=a@b", "https://h.example?u=a@b"),
+            ("not a url", "not a url"),
+        ];
+        for (target, shown) in cases {
+            assert_eq!(redact_userinfo(target), shown, "{target}");
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_stay_ordered() {

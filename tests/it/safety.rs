@@ -516,3 +516,44 @@ async fn per_host_concurrency_bounds_attempts_in_flight_to_one_host() {
         );
     }
 }
+
+/// Credentials in a target's userinfo are kept for delivery but never shown: not by the admin
+/// API, not in an attempt's error, not in the log.
+#[tokio::test]
+async fn credentials_in_a_target_are_delivered_but_never_shown() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(FAST_RETRY).await;
+    let port = receiver.addr.port();
+    let (status, json) = sidecar
+        .send(
+            &format!("http://hook:s3cret@127.0.0.1:{port}/in"),
+            "{}",
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{json}");
+    let delivered = json["id"].as_str().unwrap().to_string();
+    // Delivered with the credentials (as HTTP Basic auth).
+    let got = receiver.wait_count(1).await;
+    let auth = got[0]
+        .header("authorization")
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(auth, "Basic aG9vazpzM2NyZXQ=", "{auth}");
+    let d = sidecar.wait_status(&delivered, "delivered").await;
+    assert_eq!(d["target"], format!("http://***@127.0.0.1:{port}/in"));
+
+    // A failed attempt's error does not repeat them either.
+    let refused = free_port();
+    let (_, json) = sidecar
+        .send(&format!("https://tok3n@127.0.0.1:{refused}/x"), "{}", None)
+        .await;
+    let failed = json["id"].as_str().unwrap().to_string();
+    let d = sidecar.wait_status(&failed, "failed").await;
+    let (_, list) = sidecar.get_json("/v1/deliveries?status=failed").await;
+    let shown = format!("{d}{list}{}", sidecar.log());
+    for secret in ["s3cret", "tok3n"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert!(d["attempts"][0]["error"].as_str().unwrap().len() > 5, "{d}");
+}
