@@ -130,9 +130,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let code = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                _ => "bad_request",
+            };
+            ApiError::new(e.status(), code, e.body_text())
+        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }

@@ -165,13 +165,21 @@ pub struct BatchJson {
     pub skipped: Vec<SkippedJson>,
 }
 
+/// A batch's filter as it was given: fields not given are left out (the request's `Filter`
+/// schema, which has no nulls).
 #[derive(Serialize)]
 pub struct FilterOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
 }
 

@@ -321,6 +321,19 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             "{method} {path}: {json}"
         );
     }
+    // A body over the admin API's 2 MB limit.
+    let big = format!("{{\"reason\": \"{}\"}}", "r".repeat(3 << 20));
+    let resp = sidecar
+        .http
+        .post(sidecar.admin_url("/v1/batches"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "payload_too_large", "{json}");
     let (status, ready) = sidecar.get_json("/readyz").await;
     assert_eq!((status, &ready["status"]), (200, &json!("ready")));
 }

@@ -154,8 +154,9 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
     let sources: Vec<String> = created(&by_filter).into_iter().map(|(s, _)| s).collect();
     assert_eq!(sources, failed[2..].to_vec());
     assert_eq!(
-        by_filter["filter"]["target_prefix"],
-        json!(receiver.url("/flaky/"))
+        by_filter["filter"],
+        json!({"target_prefix": receiver.url("/flaky/"), "since": since}),
+        "the filter as given, without the fields not given"
     );
     sidecar.wait_count("delivered", 6).await;
 
