@@ -18,6 +18,9 @@ use crate::model::{BatchId, DeliveryId, ReplayFilter};
 use crate::store::query::ReplaySelection;
 use crate::store::writer::ReplayWrite;
 
+/// The longest text `delivery_ids` may hold per id (a delivery id is 30 characters).
+const MAX_ID_TEXT: usize = 64;
+
 const BATCHES_DEFAULT_LIMIT: usize = 20;
 const BATCHES_MAX_LIMIT: usize = 100;
 
@@ -49,6 +52,18 @@ pub async fn create(
             }
             if ids.len() > max {
                 return Err(too_large(ids.len().to_string()));
+            }
+            // An id that is not a delivery id is recorded as skipped (`not_found`), as it was
+            // given: bounded, so the audit record stays small.
+            if let Some(long) = ids.iter().find(|t| t.len() > MAX_ID_TEXT) {
+                let start: String = long.chars().take(16).collect();
+                return Err(ApiError::bad(
+                    "bad_batch",
+                    format!(
+                        "`delivery_ids`: `{start}...` is {} bytes long; a delivery id is `dlv_` and 26 characters",
+                        long.len()
+                    ),
+                ));
             }
             let parsed = ids
                 .into_iter()
@@ -123,7 +138,7 @@ pub async fn create(
         requested,
         filter,
         dry_run: req.dry_run,
-        reason: req.reason,
+        reason: params::reason(req.reason)?,
     };
     let (id, batch) = s.writer.replay(write).await.map_err(ApiError::store)?;
     if !batch.dry_run {

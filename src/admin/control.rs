@@ -35,12 +35,13 @@ pub async fn pause(
     State(s): State<AdminState>,
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> Result<Response, ApiError> {
+    let reason = params::reason(req.reason)?;
     let record = match s.store.pause().map_err(ApiError::store)? {
         Some(existing) => existing,
         None => {
             let record = PauseRecord {
                 since: clock::now_ms(),
-                reason: req.reason,
+                reason,
             };
             s.writer
                 .set_pause(None, Some(record.clone()))
@@ -70,6 +71,7 @@ pub async fn host_pause(
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> Result<Response, ApiError> {
     let host = params::host(&host)?;
+    let reason = params::reason(req.reason)?;
     let existing = s
         .store
         .host_pauses()
@@ -82,7 +84,7 @@ pub async fn host_pause(
         None => {
             let record = PauseRecord {
                 since: clock::now_ms(),
-                reason: req.reason,
+                reason,
             };
             s.writer
                 .set_pause(Some(host.clone()), Some(record.clone()))

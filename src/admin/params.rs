@@ -190,6 +190,21 @@ pub fn cursor_text(id: Id) -> String {
 }
 
 /// A host key as the scheduler knows it: `host:port`, lower case.
+/// The longest `reason` an operator may give a pause or a replay batch, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// An operator's `reason`, as given, refused past [`MAX_REASON_CHARS`]: it is stored and
+/// shown with the pause or the batch.
+pub fn reason(v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(ApiError::bad(
+            "bad_reason",
+            format!("`reason` is at most {MAX_REASON_CHARS} characters"),
+        )),
+        v => Ok(v),
+    }
+}
+
 pub fn host(v: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::bad(

@@ -279,6 +279,15 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
         (
             "POST",
             "/v1/batches",
+            Some(
+                "{\"delivery_ids\": [\"dlv_0123456789012345678901234567890123456789012345678901234567890123456789\"]}",
+            ),
+            400,
+            "bad_batch",
+        ),
+        (
+            "POST",
+            "/v1/batches",
             Some("{\"filter\": {\"status\": \"x\"}}"),
             400,
             "bad_filter",
@@ -321,6 +330,24 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             "{method} {path}: {json}"
         );
     }
+    // A reason over 1,000 characters, for a pause and a batch.
+    let long = "r".repeat(1001);
+    for (path, body) in [
+        ("/v1/pause", json!({"reason": long})),
+        ("/v1/hosts/h.example:443/pause", json!({"reason": long})),
+        (
+            "/v1/batches",
+            json!({"reason": long, "delivery_ids": ["dlv_x"]}),
+        ),
+    ] {
+        let (status, json) = sidecar.post_json(path, body).await;
+        assert_eq!(
+            (status, &json["error"]["code"]),
+            (400, &json!("bad_reason")),
+            "{path}: {json}"
+        );
+    }
+    assert_eq!(sidecar.stats().await["paused"], false);
     // A body over the admin API's 2 MB limit.
     let big = format!("{{\"reason\": \"{}\"}}", "r".repeat(3 << 20));
     let resp = sidecar
