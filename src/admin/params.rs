@@ -158,6 +158,18 @@ pub fn time(name: &str, v: &str, now_ms: u64) -> Result<u64, ApiError> {
     }
     match parse_duration(v) {
         Ok(d) => Ok(now_ms.saturating_sub(crate::clock::duration_ms(d))),
+        Err(_)
+            if ::time::OffsetDateTime::parse(
+                v,
+                &::time::format_description::well_known::Rfc3339,
+            )
+            .is_ok() =>
+        {
+            Err(ApiError::bad(
+                "bad_filter",
+                format!("`{name}`: `{v}` is before 1970, which no delivery is"),
+            ))
+        }
         Err(_) => Err(ApiError::bad(
             "bad_filter",
             format!("`{name}`: `{v}` is neither RFC 3339 nor a duration like `1h`"),

@@ -2,10 +2,9 @@
 //! histogram, over the last `minutes` (1 to 1440, default 60). Read from the in-memory
 //! `metrics::series` ring, so it covers the time since this process started.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
-use serde::Serialize;
+use axum::extract::State;
+use axum::http::Uri;
+use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError};
 use crate::clock;
@@ -38,11 +37,22 @@ pub struct LatencyJson {
     pub counts: Vec<u64>,
 }
 
+/// `GET /v1/series` query parameters, as given: an unknown or repeated one is refused, as by
+/// the other listings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesParams {
+    pub minutes: Option<String>,
+}
+
 pub async fn series(
     State(s): State<AdminState>,
-    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
 ) -> Result<axum::Json<SeriesJson>, ApiError> {
-    let minutes = match q.get("minutes") {
+    let q = axum::extract::Query::<SeriesParams>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad("bad_filter", e.body_text()))?
+        .0;
+    let minutes = match q.minutes {
         None => DEFAULT_MINUTES,
         Some(v) => v
             .parse::<u64>()

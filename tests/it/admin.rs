@@ -235,6 +235,21 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             "bad_filter",
         ),
         ("GET", "/v1/deliveries?limit=501", None, 400, "bad_filter"),
+        (
+            "GET",
+            "/v1/deliveries?since=1960-01-01T00:00:00Z",
+            None,
+            400,
+            "bad_filter",
+        ),
+        (
+            "GET",
+            "/v1/series?minutes=1&minutes=2",
+            None,
+            400,
+            "bad_filter",
+        ),
+        ("GET", "/v1/series?minute=5", None, 400, "bad_filter"),
         ("GET", "/v1/deliveries?colour=red", None, 400, "bad_filter"),
         ("GET", "/v1/deliveries?cursor=zzz", None, 400, "bad_cursor"),
         ("GET", "/v1/batches?cursor=zzz", None, 400, "bad_cursor"),
@@ -329,6 +344,10 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
             json["error"]["message"].is_string(),
             "{method} {path}: {json}"
         );
+        if path.contains("1960") {
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains("before 1970"), "{message}");
+        }
     }
     // A reason over 1,000 characters, for a pause and a batch.
     let long = "r".repeat(1001);
