@@ -355,6 +355,28 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
+    /// The document's lists of states and classifications are the model's.
+    #[test]
+    fn the_openapi_enums_list_every_status_and_classification() {
+        use crate::model::{Classification, Status};
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let param = |name: &str| {
+            doc["paths"]["/v1/deliveries"]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["schema"]["enum"]
+                .clone()
+        };
+        let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        let classes: Vec<&str> = Classification::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(param("status"), serde_json::json!(statuses));
+        assert_eq!(param("classification"), serde_json::json!(classes));
+        let filter = &doc["components"]["schemas"]["Filter"]["properties"];
+        assert_eq!(filter["classification"]["enum"], serde_json::json!(classes));
+    }
+
     #[tokio::test]
     async fn a_change_runs_to_its_end_when_the_client_goes_away() {
         use std::time::Duration;
