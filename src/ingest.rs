@@ -534,6 +534,9 @@ impl HttpServerApp for Ingest {
         mut http: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // A client may send its next request before reading this one's answer (RFC 9112
+        // 9.3.2): answered in order on the same connection, not dropped with it.
+        http.set_pipelining_enabled(true);
         match http.read_request().await {
             Ok(true) => {}
             // Closed before a request arrived: nothing to answer.

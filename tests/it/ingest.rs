@@ -503,6 +503,42 @@ async fn an_http_1_0_request_gets_its_answer_and_a_closed_connection() {
     receiver.wait_count(1).await;
 }
 
+/// Requests pipelined on one connection (sent before the previous answer was read) are each
+/// answered, in order.
+#[tokio::test]
+async fn pipelined_requests_are_each_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let target = receiver.url("/p");
+    let one = |key: &str, extra: &str| {
+        format!(
+            "POST /{target} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {key}\r\n{extra}Content-Length: 2\r\n\r\n{{}}"
+        )
+    };
+    let raw = [
+        one("p1", ""),
+        one("p2", ""),
+        one("p3", "Connection: close\r\n"),
+    ]
+    .concat();
+    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
+        .await
+        .unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered and closed")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 202 ").count(), 3, "{answer}");
+    receiver.wait_count(3).await;
+}
+
 /// A body in a transfer coding other than chunked (here gzip) would be stored and delivered
 /// still coded: it is refused with a JSON 501, and nothing is stored.
 #[tokio::test]
