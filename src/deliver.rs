@@ -108,6 +108,12 @@ impl AttemptResult {
     }
 }
 
+/// The delivery could not be read: tried again after `STORE_FAILURE_RETRY`.
+fn load_failed(id: Id, e: &crate::store::StoreError) -> AttemptResult {
+    tracing::error!(error = %e, id = id.0, "could not load a delivery; retrying later");
+    AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY))
+}
+
 impl Deliverer {
     pub fn new(
         config: &Config,
@@ -136,26 +142,14 @@ impl Deliverer {
             Ok(Some(found)) => found,
             // Pruned, or removed by an operator: nothing to do.
             Ok(None) => return AttemptResult::default(),
-            Err(e) => {
-                tracing::error!(error = %e, id = id.0, "could not load a delivery; retrying later");
-                return AttemptResult::later(
-                    clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY),
-                );
-            }
+            Err(e) => return load_failed(id, &e),
         };
         let (record, payload) = loaded;
         if record.status != Status::Pending {
             return AttemptResult::default();
         }
-        if let Some(name) = record
-            .endpoint
-            .as_deref()
-            .filter(|n| self.gate.is_disabled(n))
-        {
-            return AttemptResult {
-                next_at: record.next_attempt_at,
-                parked: Some(name.to_string()),
-            };
+        if let Some(held) = self.held(&record) {
+            return held;
         }
         let number = record.attempt_count + 1;
         let endpoint = record
@@ -279,22 +273,10 @@ impl Deliverer {
         let record = match self.store.delivery(id) {
             Ok(Some(record)) if record.status == Status::Pending => record,
             Ok(_) => return AttemptResult::default(),
-            Err(e) => {
-                tracing::error!(error = %e, id = id.0, "could not load a delivery; retrying later");
-                return AttemptResult::later(
-                    clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY),
-                );
-            }
+            Err(e) => return load_failed(id, &e),
         };
-        if let Some(name) = record
-            .endpoint
-            .as_deref()
-            .filter(|n| self.gate.is_disabled(n))
-        {
-            return AttemptResult {
-                next_at: record.next_attempt_at,
-                parked: Some(name.to_string()),
-            };
+        if let Some(held) = self.held(&record) {
+            return held;
         }
         let number = record.attempt_count + 1;
         let policy = record
@@ -377,6 +359,19 @@ impl Deliverer {
         AttemptResult::default()
     }
 
+    /// Held instead of attempted: the delivery's endpoint is disabled (by a 410) until an
+    /// operator enables it.
+    fn held(&self, record: &DeliveryRecord) -> Option<AttemptResult> {
+        let name = record
+            .endpoint
+            .as_deref()
+            .filter(|n| self.gate.is_disabled(n))?;
+        Some(AttemptResult {
+            next_at: record.next_attempt_at,
+            parked: Some(name.to_string()),
+        })
+    }
+
     fn finished(&self, status: Status) {
         self.metrics
             .deliveries_finished
@@ -438,7 +433,7 @@ impl Deliverer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
@@ -489,6 +484,12 @@ mod tests {
     }
 
     async fn stored(d: &Deliverer, endpoint: Option<&str>) -> Id {
+        ingest_one(&d.writer, endpoint).await
+    }
+
+    /// Stores one pending delivery of `{}` to `http://127.0.0.1:9/x` (for `endpoint`, if any),
+    /// due now.
+    pub(crate) async fn ingest_one(writer: &WriterHandle, endpoint: Option<&str>) -> Id {
         let write = IngestWrite {
             idem: None,
             event_id: None,
@@ -511,7 +512,7 @@ mod tests {
             }],
             received: Instant::now(),
         };
-        match d.writer.ingest(write).await {
+        match writer.ingest(write).await {
             Ok(IngestResult::Created { ids, .. }) => ids[0],
             other => panic!("{other:?}"),
         }

@@ -1107,9 +1107,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_whose_attempts_always_panic_ends_failed_with_each_one_recorded() {
-        use crate::model::{Classification, DeliveryRecord, Payload, Status};
-        use crate::store::encode;
-        use crate::store::writer::{IngestResult, IngestWrite, NewDelivery};
+        use crate::model::Status;
 
         let dir = tempfile::tempdir().unwrap();
         let (scheduler, store, writer) = panicking_scheduler(dir.path());
@@ -1117,32 +1115,7 @@ mod tests {
         let (drain_tx, drain_rx) = watch::channel(false);
         let running = tokio::spawn(scheduler.run(drain_rx, Duration::from_secs(60)));
 
-        let write = IngestWrite {
-            idem: None,
-            event_id: None,
-            deliveries: vec![NewDelivery {
-                record: encode(&DeliveryRecord::pending(
-                    "POST".into(),
-                    "http://127.0.0.1:9/x".into(),
-                    None,
-                    None,
-                    None,
-                    0,
-                    0,
-                )),
-                payload: encode(&Payload {
-                    headers: Vec::new(),
-                    body: b"{}".to_vec(),
-                }),
-                next_at: 0,
-                host: "127.0.0.1:9".into(),
-            }],
-            received: std::time::Instant::now(),
-        };
-        let id = match writer.ingest(write).await {
-            Ok(IngestResult::Created { ids, .. }) => ids[0],
-            other => panic!("{other:?}"),
-        };
+        let id = crate::deliver::tests::ingest_one(&writer, None).await;
 
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let record = loop {

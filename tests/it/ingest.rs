@@ -507,7 +507,6 @@ async fn an_http_1_0_request_gets_its_answer_and_a_closed_connection() {
 /// answered, in order.
 #[tokio::test]
 async fn pipelined_requests_are_each_answered_in_order() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let receiver = Receiver::ok().await;
     let sidecar = Sidecar::start("").await;
     let target = receiver.url("/p");
@@ -522,19 +521,7 @@ async fn pipelined_requests_are_each_answered_in_order() {
         one("p3", "Connection: close\r\n"),
     ]
     .concat();
-    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
-        .await
-        .unwrap();
-    stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut answer),
-    )
-    .await
-    .expect("answered and closed")
-    .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_exchange(&sidecar, raw.as_bytes()).await;
     assert_eq!(answer.matches("HTTP/1.1 202 ").count(), 3, "{answer}");
     receiver.wait_count(3).await;
 }
@@ -566,7 +553,6 @@ async fn a_transfer_coding_other_than_chunked_is_refused() {
 /// connection is not reset under it.
 #[tokio::test]
 async fn a_client_that_sends_a_large_body_before_reading_gets_the_413() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let receiver = Receiver::ok().await;
     let sidecar = Sidecar::start("").await;
     let target = receiver.url("/big");
@@ -575,24 +561,7 @@ async fn a_client_that_sends_a_large_body_before_reading_gets_the_413() {
     let mut raw = format!("POST /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n")
         .into_bytes();
     raw.resize(raw.len() + size, b'x');
-    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
-        .await
-        .unwrap();
-    let exchange = async {
-        stream
-            .write_all(&raw)
-            .await
-            .expect("the whole body is taken");
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .await
-            .expect("the answer is read");
-        String::from_utf8_lossy(&answer).into_owned()
-    };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
-        .await
-        .expect("answered and closed");
+    let answer = raw_exchange(&sidecar, &raw).await;
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
