@@ -43,6 +43,11 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(ms).ok()
 }
 
+/// Whether `s` is an RFC 3339 time at all, even one [`parse_rfc3339`] refuses (before 1970).
+pub fn is_rfc3339(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,18 +158,10 @@ pub fn time(name: &str, v: &str, now_ms: u64) -> Result<u64, ApiError> {
     }
     match parse_duration(v) {
         Ok(d) => Ok(now_ms.saturating_sub(crate::clock::duration_ms(d))),
-        Err(_)
-            if ::time::OffsetDateTime::parse(
-                v,
-                &::time::format_description::well_known::Rfc3339,
-            )
-            .is_ok() =>
-        {
-            Err(ApiError::bad(
-                "bad_filter",
-                format!("`{name}`: `{v}` is before 1970, which no delivery is"),
-            ))
-        }
+        Err(_) if crate::clock::is_rfc3339(v) => Err(ApiError::bad(
+            "bad_filter",
+            format!("`{name}`: `{v}` is before 1970, which no delivery is"),
+        )),
         Err(_) => Err(ApiError::bad(
             "bad_filter",
             format!("`{name}`: `{v}` is neither RFC 3339 nor a duration like `1h`"),
@@ -201,7 +193,6 @@ pub fn cursor_text(id: Id) -> String {
     ulid::Ulid(id.0).to_string()
 }
 
-/// A host key as the scheduler knows it: `host:port`, lower case.
 /// The longest `reason` an operator may give a pause or a replay batch, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
 
@@ -217,6 +208,7 @@ pub fn reason(v: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// A host key as the scheduler knows it: `host:port`, lower case.
 pub fn host(v: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::bad(

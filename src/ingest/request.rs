@@ -264,13 +264,17 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), Reject> {
     Ok(())
 }
 
-/// The body's transfer codings (`Transfer-Encoding` values): only `chunked` is understood. A
-/// body sent with another coding (`gzip, chunked`, say) would be stored and delivered still
-/// coded, so it is refused with the 501 that RFC 9112 6.1 asks for.
+/// The body's transfer codings (`Transfer-Encoding` values): only `chunked`, once, is
+/// understood. A body sent with another coding (`gzip, chunked`, say) would be stored and
+/// delivered still coded, so it is refused with the 501 that RFC 9112 6.1 asks for; `chunked`
+/// twice is not a valid message (400).
 pub fn check_transfer_encoding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<(), Reject> {
+    let mut chunked = 0;
     for value in values {
         for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked") {
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if !coding.is_empty() {
                 return Err(Reject::new(
                     501,
                     "unsupported_transfer_encoding",
@@ -281,6 +285,13 @@ pub fn check_transfer_encoding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Re
                 ));
             }
         }
+    }
+    if chunked > 1 {
+        return Err(Reject::new(
+            400,
+            "bad_request",
+            "Transfer-Encoding names chunked more than once",
+        ));
     }
     Ok(())
 }
@@ -316,6 +327,9 @@ mod tests {
         assert_eq!(check(&["gzip, chunked"]), unsupported);
         assert_eq!(check(&["chunked", "deflate"]), unsupported);
         assert_eq!(check(&["identity"]), unsupported);
+        let twice = Err((400, "bad_request"));
+        assert_eq!(check(&["chunked, chunked"]), twice);
+        assert_eq!(check(&["chunked", "chunked"]), twice);
     }
 
     #[test]

@@ -30,10 +30,12 @@ impl DeliveryFilter {
     /// Whether a record passes the filters that no index answers.
     pub fn matches(&self, r: &DeliveryRecord) -> bool {
         self.status.is_none_or(|s| r.status == s)
+            // Against the target as it is shown (credentials as `***@`): a listing cannot be
+            // used to guess them, and a target copied from one matches itself.
             && self
                 .target_prefix
                 .as_deref()
-                .is_none_or(|p| r.target.starts_with(p))
+                .is_none_or(|p| crate::model::redact_userinfo(&r.target).starts_with(p))
             && self
                 .endpoint
                 .as_deref()

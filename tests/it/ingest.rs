@@ -401,12 +401,14 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
     );
 }
 
-/// Sends `raw` on a fresh connection and reads until the sidecar closes it.
+/// Sends `raw` on a fresh connection and reads until the sidecar closes it. The client's send
+/// buffer is small, so what the sidecar does not read stays unsent (however large the host's
+/// default buffers are).
 async fn raw_exchange(sidecar: &Sidecar, raw: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(sidecar.ingest)
-        .await
-        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 << 10).unwrap();
+    let mut stream = socket.connect(sidecar.ingest).await.unwrap();
     stream.write_all(raw).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(
@@ -556,7 +558,7 @@ async fn a_client_that_sends_a_large_body_before_reading_gets_the_413() {
     let receiver = Receiver::ok().await;
     let sidecar = Sidecar::start("").await;
     let target = receiver.url("/big");
-    // More than loopback's socket buffers hold, so the sidecar must read it to take it all.
+    // More than the socket buffers hold, so the sidecar must read it for the write to end.
     let size = 12 << 20;
     let mut raw = format!("POST /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n")
         .into_bytes();

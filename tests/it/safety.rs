@@ -518,11 +518,20 @@ async fn per_host_concurrency_bounds_attempts_in_flight_to_one_host() {
 }
 
 /// Credentials in a target's userinfo are kept for delivery but never shown: not by the admin
-/// API, not in an attempt's error, not in the log.
+/// API, not in an attempt's error, not in the log; and a listing's target filter sees only the
+/// shown form, so it cannot be used to guess them.
 #[tokio::test]
 async fn credentials_in_a_target_are_delivered_but_never_shown() {
     let receiver = Receiver::ok().await;
-    let sidecar = Sidecar::start(FAST_RETRY).await;
+    // The guard reports instead of refusing, so its log line (which names the target) is written.
+    let sidecar = Sidecar::start_with_env(
+        FAST_RETRY,
+        &[
+            ("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[]"),
+            ("HOOKRELAY_EGRESS__MODE", "report"),
+        ],
+    )
+    .await;
     let port = receiver.addr.port();
     let (status, json) = sidecar
         .send(
@@ -541,19 +550,36 @@ async fn credentials_in_a_target_are_delivered_but_never_shown() {
         .to_string();
     assert_eq!(auth, "Basic aG9vazpzM2NyZXQ=", "{auth}");
     let d = sidecar.wait_status(&delivered, "delivered").await;
-    assert_eq!(d["target"], format!("http://***@127.0.0.1:{port}/in"));
+    let shown = format!("http://***@127.0.0.1:{port}/in");
+    assert_eq!(d["target"], shown.as_str());
 
-    // A failed attempt's error does not repeat them either.
-    let refused = free_port();
+    // The target filter matches the shown form, and not a guess at the password.
+    let count = |body: &serde_json::Value| body["data"].as_array().unwrap().len();
+    let (_, found) = sidecar
+        .get_json(&format!("/v1/deliveries?target={shown}"))
+        .await;
+    assert_eq!(count(&found), 1, "{found}");
+    let (_, guess) = sidecar
+        .get_json("/v1/deliveries?target=http://hook:s")
+        .await;
+    assert_eq!(count(&guess), 0, "{guess}");
+
+    // A failed attempt's error does not repeat them either (port 1: nothing listens).
     let (_, json) = sidecar
-        .send(&format!("https://tok3n@127.0.0.1:{refused}/x"), "{}", None)
+        .send("https://tok3n@127.0.0.1:1/x", "{}", None)
         .await;
     let failed = json["id"].as_str().unwrap().to_string();
     let d = sidecar.wait_status(&failed, "failed").await;
-    let (_, list) = sidecar.get_json("/v1/deliveries?status=failed").await;
-    let shown = format!("{d}{list}{}", sidecar.log());
-    for secret in ["s3cret", "tok3n"] {
-        assert!(!shown.contains(secret), "{secret} shown: {shown}");
-    }
     assert!(d["attempts"][0]["error"].as_str().unwrap().len() > 5, "{d}");
+    let (_, list) = sidecar.get_json("/v1/deliveries").await;
+    wait_for("the egress guard's report in the log", || async {
+        sidecar.log().contains("egress guard").then_some(())
+    })
+    .await;
+    let log = sidecar.log();
+    assert!(log.contains("***@127.0.0.1"), "{log}");
+    let everything = format!("{d}{list}{log}");
+    for secret in ["s3cret", "tok3n"] {
+        assert!(!everything.contains(secret), "{secret} shown: {everything}");
+    }
 }
