@@ -152,10 +152,7 @@ impl Deliverer {
             return held;
         }
         let number = record.attempt_count + 1;
-        let endpoint = record
-            .endpoint
-            .as_deref()
-            .and_then(|name| self.endpoints.get(name));
+        let endpoint = self.endpoint_of(&record);
         let policy = endpoint.map_or(&self.retry, |e| &e.retry);
 
         // Parsed once: the request, the egress check and the host key all use it.
@@ -279,11 +276,7 @@ impl Deliverer {
             return held;
         }
         let number = record.attempt_count + 1;
-        let policy = record
-            .endpoint
-            .as_deref()
-            .and_then(|name| self.endpoints.get(name))
-            .map_or(&self.retry, |e| &e.retry);
+        let policy = self.endpoint_of(&record).map_or(&self.retry, |e| &e.retry);
         let error = SendError::Internal(
             "the attempt ended without a result (a bug in hookrelay: please report it)".into(),
         );
@@ -357,6 +350,14 @@ impl Deliverer {
             NextState::Failed => self.finished(Status::Failed),
         }
         AttemptResult::default()
+    }
+
+    /// The configured endpoint a delivery was sent to, if it named one that still exists.
+    fn endpoint_of(&self, record: &DeliveryRecord) -> Option<&Endpoint> {
+        record
+            .endpoint
+            .as_deref()
+            .and_then(|name| self.endpoints.get(name))
     }
 
     /// Held instead of attempted: the delivery's endpoint is disabled (by a 410) until an
