@@ -266,7 +266,8 @@ impl Deliverer {
     /// finished it before failing) is left as it is, and one whose endpoint is disabled stays
     /// held, as `attempt` would leave it. (An attempt that failed after recording a retry would
     /// be counted twice; nothing in `attempt` can fail after its record is written.)
-    pub async fn record_abandoned(&self, id: Id) -> AttemptResult {
+    /// `panic` is the panic's message, kept in the attempt's `error`.
+    pub async fn record_abandoned(&self, id: Id, panic: Option<&str>) -> AttemptResult {
         let record = match self.store.delivery(id) {
             Ok(Some(record)) if record.status == Status::Pending => record,
             Ok(_) => return AttemptResult::default(),
@@ -277,9 +278,14 @@ impl Deliverer {
         }
         let number = record.attempt_count + 1;
         let policy = self.endpoint_of(&record).map_or(&self.retry, |e| &e.retry);
-        let error = SendError::Internal(
-            "the attempt ended without a result (a bug in hookrelay: please report it)".into(),
-        );
+        let error = SendError::Internal(match panic {
+            Some(message) => {
+                format!("the attempt panicked (a bug in hookrelay: please report it): {message}")
+            }
+            None => {
+                "the attempt ended without a result (a bug in hookrelay: please report it)".into()
+            }
+        });
         let outcome = Outcome::Error(error.clone());
         let now = clock::now_ms();
         let next = match classify::decide(&outcome, number, policy, fastrand::f64()) {
@@ -559,16 +565,21 @@ pub(crate) mod tests {
         let store = Store::open(dir.path()).unwrap();
         let d = deliverer(dir.path(), &store, 200);
         let id = stored(&d, None).await;
-        let retry = d.record_abandoned(id).await;
+        let retry = d.record_abandoned(id, Some("index out of bounds")).await;
         assert!(retry.next_at.is_some(), "retried within its budget");
         let attempts = store.attempts(id).unwrap();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].classification, Classification::InternalError);
+        let error = attempts[0].error.as_deref().unwrap();
+        assert!(
+            error.contains("panicked") && error.ends_with(": index out of bounds"),
+            "{error}"
+        );
         assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Pending);
         // Delivered by the next attempt; an abandonment reported after that records nothing.
         let (slot, _) = watched(&store, id);
         assert_eq!(d.attempt(id, slot).await, AttemptResult::default());
-        assert_eq!(d.record_abandoned(id).await, AttemptResult::default());
+        assert_eq!(d.record_abandoned(id, None).await, AttemptResult::default());
         let attempts = store.attempts(id).unwrap();
         assert_eq!(attempts.len(), 2);
         assert_eq!(attempts[1].classification, Classification::Success);
@@ -585,7 +596,7 @@ pub(crate) mod tests {
         let d = deliverer(dir.path(), &store, 200);
         let id = stored(&d, Some("orders")).await;
         d.gate.set("orders", true);
-        let result = d.record_abandoned(id).await;
+        let result = d.record_abandoned(id, None).await;
         assert_eq!(result.parked.as_deref(), Some("orders"));
         assert!(store.attempts(id).unwrap().is_empty(), "no attempt spent");
         assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Pending);

@@ -18,6 +18,7 @@ pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod panics;
 pub mod retry;
 pub mod schedule;
 pub mod sender;

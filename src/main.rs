@@ -24,4 +24,5 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    hookrelay::panics::install_hook();
 }

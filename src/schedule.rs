@@ -24,6 +24,7 @@ use crate::deliver::{AttemptResult, Deliverer, HostReport, SlotRelease};
 use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
 use crate::model::{Classification, Id};
+use crate::panics;
 use crate::store::writer::Enqueued;
 
 type Host = Arc<str>;
@@ -352,13 +353,16 @@ enum Finished {
         host: Host,
         result: AttemptResult,
     },
+    /// `panic` is the panic's message, when the task panicked (rather than being dropped).
     Abandoned {
         id: Id,
         host: Host,
+        panic: Option<String>,
     },
     Unrecorded {
         id: Id,
         host: Host,
+        panic: Option<String>,
     },
 }
 
@@ -658,9 +662,10 @@ impl Scheduler {
                 self.recorded(id, host, result);
             }
             // Still in flight (and counted as being recorded) until its record is stored.
-            Finished::Abandoned { id, host } => {
+            Finished::Abandoned { id, host, panic } => {
                 tracing::error!(
                     id = id.0,
+                    panic = panic.as_deref().unwrap_or("none"),
                     "an attempt ended without a result (a bug: please report it); it is recorded as INTERNAL_ERROR and retried within the delivery's retry budget"
                 );
                 let deliverer = self.deliverer.clone();
@@ -668,11 +673,11 @@ impl Scheduler {
                     id,
                     host,
                     done_tx.clone(),
-                    |id, host| Finished::Unrecorded { id, host },
-                    async move { deliverer.record_abandoned(id).await },
+                    |id, host, panic| Finished::Unrecorded { id, host, panic },
+                    async move { deliverer.record_abandoned(id, panic.as_deref()).await },
                 );
             }
-            Finished::Unrecorded { id, host } => {
+            Finished::Unrecorded { id, host, panic } => {
                 // Counted with the recorded ones, so the INTERNAL_ERROR alert sees it.
                 self.metrics
                     .attempts
@@ -685,6 +690,7 @@ impl Scheduler {
                     id = id.0,
                     times = *times,
                     retry_in_ms = delay,
+                    panic = panic.as_deref().unwrap_or("none"),
                     "an abandoned attempt could not be recorded (a bug: please report it); the delivery stays pending and is tried again later"
                 );
                 let result = AttemptResult {
@@ -811,18 +817,19 @@ where
         id,
         host,
         done_tx,
-        |id, host| Finished::Abandoned { id, host },
+        |id, host, panic| Finished::Abandoned { id, host, panic },
         attempt(slot),
     );
 }
 
 /// Runs `work` (an attempt, or the recording of an abandoned one) in a task of its own and
-/// reports `Recorded` with its result, or `abandoned` if the task ends without one.
+/// reports `Recorded` with its result, or `abandoned` if the task ends without one (with the
+/// panic's message if it panicked; `work` is dropped before that report is sent).
 fn spawn_reported<Fut>(
     id: Id,
     host: Host,
     done_tx: mpsc::UnboundedSender<Finished>,
-    abandoned: fn(Id, Host) -> Finished,
+    abandoned: fn(Id, Host, Option<String>) -> Finished,
     work: Fut,
 ) where
     Fut: std::future::Future<Output = AttemptResult> + Send + 'static,
@@ -834,8 +841,12 @@ fn spawn_reported<Fut>(
             host,
             abandoned,
             result: None,
+            panic: None,
         };
-        recorded.result = Some(work.await);
+        match panics::CatchUnwind::new(work).await {
+            Ok(result) => recorded.result = Some(result),
+            Err(message) => recorded.panic = Some(message),
+        }
     });
 }
 
@@ -847,8 +858,9 @@ struct RecordedReport {
     done_tx: mpsc::UnboundedSender<Finished>,
     id: Id,
     host: Host,
-    abandoned: fn(Id, Host) -> Finished,
+    abandoned: fn(Id, Host, Option<String>) -> Finished,
     result: Option<AttemptResult>,
+    panic: Option<String>,
 }
 
 impl Drop for RecordedReport {
@@ -856,7 +868,7 @@ impl Drop for RecordedReport {
         let (id, host) = (self.id, self.host.clone());
         let _ = self.done_tx.send(match self.result.take() {
             Some(result) => Finished::Recorded { id, host, result },
-            None => (self.abandoned)(id, host),
+            None => (self.abandoned)(id, host, self.panic.take()),
         });
     }
 }
@@ -1017,7 +1029,10 @@ mod tests {
             _ => panic!("expected Released first"),
         }
         match rx.recv().await {
-            Some(Finished::Abandoned { id, host }) => assert_eq!((id, &*host), (Id(7), "h:80")),
+            Some(Finished::Abandoned { id, host, panic }) => {
+                assert_eq!((id, &*host), (Id(7), "h:80"));
+                assert_eq!(panic.as_deref(), Some("a bug in an attempt"));
+            }
             _ => panic!("expected Abandoned second"),
         }
         assert!(
@@ -1168,7 +1183,14 @@ mod tests {
                 &done_tx,
             );
             let before = clock::now_ms();
-            s.finished(Finished::Unrecorded { id, host }, &done_tx);
+            s.finished(
+                Finished::Unrecorded {
+                    id,
+                    host,
+                    panic: None,
+                },
+                &done_tx,
+            );
             assert_eq!((s.attempts.requests, s.attempts.recording), (0, 0));
             assert!(s.in_flight.is_empty());
             assert_eq!(s.queue.pending(), 1);

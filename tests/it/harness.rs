@@ -337,8 +337,23 @@ impl Sidecar {
 }
 
 impl Drop for Sidecar {
+    /// Kills the sidecar, then fails the test if it panicked in any of its runs (the panic
+    /// hook logs each panic at ERROR), so every test also checks that nothing panicked.
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            return;
+        }
+        for start in 1..=self.starts {
+            let path = self.dir.path().join(format!("sidecar-{start}.log"));
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("panicked (a bug in hookrelay"))
+            {
+                panic!("the sidecar panicked ({}):\n{line}", path.display());
+            }
+        }
     }
 }
 
