@@ -200,15 +200,21 @@ pub enum BatchesCommand {
 
 /// Runs one command to completion.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::logs::init(&crate::logs::LogConfig::default());
+    }
     match cli.command {
         Command::Serve { config } => match Config::load(config.as_deref()) {
-            Ok(c) => match crate::app::serve(c) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hookrelay: {e:#}");
-                    ExitCode::FAILURE
+            Ok(c) => {
+                crate::logs::init(&c.log);
+                match crate::app::serve(c) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("hookrelay: {e:#}");
+                        ExitCode::FAILURE
+                    }
                 }
-            },
+            }
             Err(e) => {
                 eprintln!("hookrelay: invalid configuration: {e}");
                 ExitCode::from(2)

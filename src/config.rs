@@ -15,6 +15,7 @@ use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 
 use crate::egress::{EgressPolicy, Mode};
+pub use crate::logs::LogConfig;
 use crate::retry::RetryPolicy;
 
 /// The defaults file, embedded so that documentation and behaviour cannot disagree.
@@ -72,6 +73,7 @@ struct RawConfig {
     shutdown: ShutdownConfig,
     egress: RawEgress,
     health: HealthConfig,
+    log: LogConfig,
     #[serde(default)]
     endpoints: BTreeMap<String, RawEndpoint>,
 }
@@ -230,6 +232,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub egress: EgressPolicy,
     pub health: HealthConfig,
+    pub log: LogConfig,
     pub endpoints: BTreeMap<String, Endpoint>,
 }
 
@@ -417,6 +420,9 @@ impl RawConfig {
         if self.health.probe_interval.is_zero() {
             return Err(invalid("health.probe_interval", "must be more than 0"));
         }
+        if let Err(e) = crate::logs::filter(&self.log.level) {
+            return Err(invalid("log.level", e));
+        }
         let egress = build_egress(&self.egress)?;
         if self.delivery.threads == 0 {
             return Err(invalid("delivery.threads", "must be at least 1"));
@@ -521,6 +527,7 @@ impl RawConfig {
             shutdown: self.shutdown,
             egress,
             health: self.health,
+            log: self.log,
             endpoints,
         })
     }
@@ -651,6 +658,7 @@ mod tests {
         assert_eq!(c.admin.token, None);
         assert!(!c.admin.metrics_public);
         assert_eq!(c.admin.max_batch, 1000);
+        assert_eq!(c.log, crate::logs::LogConfig::default());
     }
 
     #[test]
@@ -702,6 +710,9 @@ mod tests {
                 "ingest.max_body_bytes",
             ),
             ("[store]\ncache_bytes = 10\n", "store.cache_bytes"),
+            ("[log]\nlevel = \"info,hookrelay=loud\"\n", "log.level"),
+            ("[log]\nlevel = \"\"\n", "log.level"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
             (
                 "[endpoints.a]\nurl = \"http://x\"\nsecret = \"abc\"\n",
                 "endpoints.a.secret",

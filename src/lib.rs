@@ -16,6 +16,7 @@ pub mod deliver;
 pub mod egress;
 pub mod health;
 pub mod ingest;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod panics;

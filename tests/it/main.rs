@@ -11,6 +11,7 @@ mod cli_config;
 mod config_reference;
 mod delivery;
 mod ingest;
+mod logs;
 mod packaging;
 mod pause;
 mod replay;
