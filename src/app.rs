@@ -52,10 +52,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open_with_cache(&config.store.path, config.store.cache_bytes)?;
     let metrics = Metrics::new();
     let per_host_limit = config.delivery.per_host_concurrency;
-    let mut queue = Queue::new(per_host_limit).with_breaker(BreakerPolicy {
-        threshold: config.health.failure_threshold,
-        probe_interval_ms: clock::duration_ms(config.health.probe_interval),
-    });
+    let mut queue = Queue::new(per_host_limit)
+        .with_breaker(BreakerPolicy {
+            threshold: config.health.failure_threshold,
+            probe_interval_ms: clock::duration_ms(config.health.probe_interval),
+        })
+        .with_rates(config.rate_limits.clone());
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
     let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
     // Pauses are stored, so a kill switch thrown before a restart still holds after it.

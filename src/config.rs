@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::egress::{EgressPolicy, Mode};
 pub use crate::logs::LogConfig;
+use crate::pace::{Rate, RateLimits};
 use crate::retry::RetryPolicy;
 
 /// The defaults file, embedded so that documentation and behaviour cannot disagree.
@@ -128,6 +129,11 @@ pub struct DeliveryConfig {
     pub response_snippet_bytes: usize,
     pub user_agent: String,
     pub threads: usize,
+    /// Rate limit of every host (`pace::Rate` text); checked into `Config::rate_limits`.
+    #[serde(default)]
+    pub per_host_rate: Option<String>,
+    /// Rate limits by host name or `host:port`; checked into `Config::rate_limits`.
+    pub host_rates: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -234,6 +240,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// `delivery.per_host_rate` and `delivery.host_rates`, parsed.
+    pub rate_limits: RateLimits,
 }
 
 impl Config {
@@ -370,6 +378,38 @@ fn toml_string(v: &str) -> String {
 }
 
 impl RawConfig {
+    fn rate_limits(&self) -> Result<RateLimits, ConfigError> {
+        let default = match &self.delivery.per_host_rate {
+            Some(text) => {
+                Some(Rate::parse(text).map_err(|e| invalid("delivery.per_host_rate", e))?)
+            }
+            None => None,
+        };
+        let mut hosts = std::collections::HashMap::new();
+        for (host, text) in &self.delivery.host_rates {
+            let key = format!("delivery.host_rates.{host}");
+            let name = host.trim().to_ascii_lowercase();
+            let bad_name = name.is_empty()
+                || name.contains('/')
+                || name.contains('@')
+                || name.chars().any(char::is_whitespace);
+            if bad_name {
+                return Err(invalid(
+                    key,
+                    "must be a host name (any port) or host:port, as in \"api.example.com\" or \"[::1]:8443\"",
+                ));
+            }
+            let rate = Rate::parse(text).map_err(|e| invalid(&key, e))?;
+            if hosts.insert(name, rate).is_some() {
+                return Err(invalid(
+                    key,
+                    "names a host twice (names are case-insensitive)",
+                ));
+            }
+        }
+        Ok(RateLimits { default, hosts })
+    }
+
     fn validate(self) -> Result<Config, ConfigError> {
         if self.ingest.max_body_bytes == 0 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1"));
@@ -420,6 +460,7 @@ impl RawConfig {
         if self.health.probe_interval.is_zero() {
             return Err(invalid("health.probe_interval", "must be more than 0"));
         }
+        let rate_limits = self.rate_limits()?;
         if let Err(e) = crate::logs::filter(&self.log.level) {
             return Err(invalid("log.level", e));
         }
@@ -528,6 +569,7 @@ impl RawConfig {
             egress,
             health: self.health,
             log: self.log,
+            rate_limits,
             endpoints,
         })
     }

@@ -24,6 +24,7 @@ use crate::deliver::{AttemptResult, Deliverer, HostReport, SlotRelease};
 use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
 use crate::model::{Classification, Id};
+use crate::pace::{Rate, RateLimits};
 use crate::panics;
 use crate::store::writer::Enqueued;
 
@@ -44,6 +45,8 @@ struct HostQueue {
     /// A `Retry-After` from this host holds all of its deliveries until then.
     not_before: u64,
     circuit: Circuit,
+    /// Its rate limit, looked up once when the host is first queued.
+    rate: Option<Rate>,
 }
 
 /// Pending deliveries by host, and the hosts ready to send, by the time they become eligible.
@@ -58,6 +61,13 @@ pub struct Queue {
     breaker: BreakerPolicy,
     /// Hosts an operator paused: their work stays queued but never becomes ready.
     paused_hosts: HashSet<Host>,
+    rates: RateLimits,
+    /// Each rate-limited host's theoretical arrival time (see `pace.rs`), in microseconds. Kept
+    /// apart from `hosts`, which forgets an idle host, so that a host cannot start a fresh
+    /// burst by going idle; entries in the past are swept (see `sweep_paced`).
+    paced: HashMap<Host, u64>,
+    /// `paced.len()` after its last sweep.
+    paced_swept: usize,
 }
 
 /// One host's load, as `GET /v1/hosts` shows it.
@@ -77,6 +87,8 @@ pub struct HostLoad {
     pub circuit: Circuit,
     /// Until when a `Retry-After` holds it, if one does.
     pub retry_after_until: Option<u64>,
+    /// Its rate limit (`delivery.per_host_rate`, `delivery.host_rates`), if it has one.
+    pub rate_limit: Option<Rate>,
 }
 
 impl Queue {
@@ -88,7 +100,16 @@ impl Queue {
             pending: 0,
             breaker: BreakerPolicy::NEVER,
             paused_hosts: HashSet::new(),
+            rates: RateLimits::default(),
+            paced: HashMap::new(),
+            paced_swept: 0,
         }
+    }
+
+    /// Paces hosts to their rate limits.
+    pub fn with_rates(mut self, rates: RateLimits) -> Queue {
+        self.rates = rates;
+        self
     }
 
     /// Pauses or resumes one host; its queued work stays and resumes where it was.
@@ -144,6 +165,7 @@ impl Queue {
                 next_at: hq.pending.first().map(|(at, _)| *at),
                 circuit: hq.circuit,
                 retry_after_until: (hq.not_before > now).then_some(hq.not_before),
+                rate_limit: hq.rate,
             })
             .collect();
         for h in &self.paused_hosts {
@@ -157,6 +179,7 @@ impl Queue {
                     next_at: None,
                     circuit: Circuit::default(),
                     retry_after_until: None,
+                    rate_limit: self.rates.for_host(h),
                 });
             }
         }
@@ -205,7 +228,19 @@ impl Queue {
 
     pub fn push(&mut self, host: &str, next_at: u64, id: Id) {
         let key = self.host_key(host);
-        let hq = self.hosts.entry(key.clone()).or_default();
+        if !self.hosts.contains_key(&key) {
+            let rate = self.rates.for_host(&key);
+            self.hosts.insert(
+                key.clone(),
+                HostQueue {
+                    rate,
+                    ..HostQueue::default()
+                },
+            );
+        }
+        let Some(hq) = self.hosts.get_mut(&key) else {
+            return;
+        };
         if hq.pending.insert((next_at, id)) {
             self.pending += 1;
         }
@@ -225,9 +260,27 @@ impl Queue {
         if hq.not_before <= now {
             hq.not_before = 0;
         }
+        if let Some(rate) = hq.rate {
+            let tat = self.paced.entry(host.clone()).or_default();
+            *tat = rate.after_start(*tat, now);
+            self.sweep_paced(now);
+        }
         self.pending -= 1;
         self.refresh(&host);
         Some((id, host))
+    }
+
+    /// Forgets the pacing of hosts that are no longer queued and whose pace has caught up with
+    /// `now`, once the map has doubled since the last sweep (so sweeping costs O(1) a start).
+    fn sweep_paced(&mut self, now: u64) {
+        if self.paced.len() <= (2 * self.paced_swept).max(64) {
+            return;
+        }
+        let now_us = now.saturating_mul(1_000);
+        let hosts = &self.hosts;
+        self.paced
+            .retain(|host, tat| *tat > now_us || hosts.contains_key(host));
+        self.paced_swept = self.paced.len();
     }
 
     /// A released attempt is recorded; `next_at` is set when the delivery stays pending here.
@@ -259,6 +312,7 @@ impl Queue {
 
     /// Recomputes the host's place in `ready`; forgets idle hosts so memory follows the backlog.
     fn refresh(&mut self, host: &Host) {
+        let paced = self.paced.get(host).copied().unwrap_or(0);
         let Some(hq) = self.hosts.get_mut(host) else {
             return;
         };
@@ -270,7 +324,8 @@ impl Queue {
             && gate.is_some()
             && !self.paused_hosts.contains(host);
         if let (true, Some((at, _))) = (eligible, hq.pending.first()) {
-            let at = (*at).max(hq.not_before).max(gate.unwrap_or(0));
+            let pace = hq.rate.map_or(0, |r| r.eligible_at_ms(paced));
+            let at = (*at).max(hq.not_before).max(gate.unwrap_or(0)).max(pace);
             hq.slot = Some(at);
             self.ready.insert((at, host.clone()));
         } else if hq.pending.is_empty()
@@ -452,7 +507,7 @@ impl Parked {
     }
 
     /// Adds the held deliveries to the hosts' loads (listing a host that has nothing else).
-    fn add_to(&self, loads: &mut Vec<HostLoad>) {
+    fn add_to(&self, loads: &mut Vec<HostLoad>, rates: &RateLimits) {
         let mut by_host: HashMap<&str, usize> = HashMap::new();
         for (host, _, _) in self.by_endpoint.values().flatten() {
             *by_host.entry(host).or_default() += 1;
@@ -472,6 +527,7 @@ impl Parked {
                     next_at: None,
                     circuit: Circuit::default(),
                     retry_after_until: None,
+                    rate_limit: rates.for_host(host),
                 }),
             }
         }
@@ -748,7 +804,7 @@ impl Scheduler {
             Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
             Control::Hosts(reply) => {
                 let mut loads = self.queue.hosts(clock::now_ms());
-                self.parked.add_to(&mut loads);
+                self.parked.add_to(&mut loads, &self.queue.rates);
                 let _ = reply.send(loads);
             }
         }
@@ -927,6 +983,78 @@ mod tests {
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
     }
 
+    fn limits(default: Option<&str>, hosts: &[(&str, &str)]) -> RateLimits {
+        RateLimits {
+            default: default.map(|r| Rate::parse(r).unwrap()),
+            hosts: hosts
+                .iter()
+                .map(|(h, r)| (h.to_string(), Rate::parse(r).unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rate_limited_host_is_paced_and_others_flow() {
+        let mut q = Queue::new(8).with_rates(limits(None, &[("paced", "2/s")]));
+        for i in 0..4 {
+            q.push("paced:443", 0, Id(i));
+        }
+        q.push("free:80", 0, Id(100));
+        // Its burst (one second's worth: 2), then one every 500 ms; the other host is not held.
+        let mut started = Vec::new();
+        for now in [0, 0, 0, 499, 500, 999, 1_000] {
+            if let Some((id, host)) = q.pop_due(now) {
+                started.push((now, id.0, host.to_string()));
+                q.release(&host, HostReport::NEUTRAL, now);
+                q.finish(&host, id, None);
+            }
+        }
+        let paced: Vec<_> = started
+            .iter()
+            .filter(|s| s.2 == "paced:443")
+            .map(|s| (s.0, s.1))
+            .collect();
+        assert_eq!(paced, [(0, 0), (0, 1), (500, 2), (1_000, 3)]);
+        assert!(
+            started.iter().any(|s| s.2 == "free:80" && s.0 == 0),
+            "{started:?}"
+        );
+        assert_eq!(q.hosts(0).len(), 0, "idle hosts are forgotten");
+        // Going idle does not refill the bucket: new work waits for the pace.
+        q.push("paced:443", 0, Id(5));
+        assert_eq!(q.pop_due(1_010), None);
+        assert_eq!(q.next_wake(), Some(1_500));
+        assert_eq!(
+            q.hosts(1_010)[0]
+                .rate_limit
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("2/s")
+        );
+        assert_eq!(q.pop_due(1_500).map(|x| x.0), Some(Id(5)));
+    }
+
+    #[test]
+    fn the_default_rate_applies_to_every_host_and_the_pacing_of_gone_hosts_is_swept() {
+        let mut q = Queue::new(8).with_rates(limits(Some("1/min"), &[]));
+        // Ten rounds of 200 hosts seen once each, a round every 70 s: each host's pace runs a
+        // minute ahead, so a round's entries are still needed during it and gone by the next.
+        let mut most = 0;
+        for round in 0..10u64 {
+            for i in 0..200u64 {
+                let (now, host) = (round * 70_000 + i, format!("h{round}-{i}:80"));
+                q.push(&host, 0, Id(u128::from(round * 1_000 + i)));
+                let (id, host) = q.pop_due(now).unwrap();
+                assert!(q.pop_due(now).is_none());
+                q.release(&host, HostReport::NEUTRAL, now);
+                q.finish(&host, id, None);
+                most = most.max(q.paced.len());
+            }
+        }
+        assert!(most >= 200, "every host of a round is paced: {most}");
+        assert!(most <= 2 * 200 + 64, "swept as it grows: {most}");
+    }
+
     #[test]
     fn a_paused_host_holds_its_work_while_others_flow() {
         let mut q = Queue::new(8);
@@ -969,6 +1097,7 @@ mod tests {
                 next_at: Some(9),
                 circuit: Circuit::default(),
                 retry_after_until: None,
+                rate_limit: None,
             }
         );
         assert!(hosts[1].paused && hosts[1].pending == 0);
@@ -1385,7 +1514,7 @@ mod tests {
         let mut q = Queue::new(8);
         q.push("x:80", 9, Id(4));
         let mut loads = q.hosts(0);
-        parked.add_to(&mut loads);
+        parked.add_to(&mut loads, &RateLimits::default());
         let rows: Vec<_> = loads
             .iter()
             .map(|l| {

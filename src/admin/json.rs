@@ -272,6 +272,8 @@ pub struct HostJson {
     pub next_probe_at: Option<String>,
     /// A `Retry-After` from the host holds all of its deliveries until then.
     pub retry_after_until: Option<String>,
+    /// Its rate limit (`delivery.per_host_rate`, `delivery.host_rates`), as `"20/s"`.
+    pub rate_limit: Option<String>,
 }
 
 pub fn host(load: &HostLoad, pause: Option<&PauseRecord>) -> HostJson {
@@ -294,6 +296,7 @@ pub fn host(load: &HostLoad, pause: Option<&PauseRecord>) -> HostJson {
             _ => None,
         },
         retry_after_until: load.retry_after_until.map(clock::rfc3339),
+        rate_limit: load.rate_limit.map(|r| r.to_string()),
     }
 }
 

@@ -517,6 +517,66 @@ async fn per_host_concurrency_bounds_attempts_in_flight_to_one_host() {
     }
 }
 
+/// A host with a rate limit gets its burst, then attempts spaced at the rate; another host on
+/// the same address (a different port) is not held by it.
+#[tokio::test]
+async fn a_host_rate_limit_spaces_attempts_to_that_host_only() {
+    let paced = Receiver::ok().await;
+    let other = Receiver::ok().await;
+    let port = paced
+        .url("/")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let sidecar = Sidecar::start(&format!(
+        "[delivery]\nhost_rates = {{ \"127.0.0.1:{port}\" = \"5/s\" }}\n"
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (status, j) = sidecar
+            .send(&paced.url(&format!("/p/{i}")), "{}", None)
+            .await;
+        assert_eq!(status, 202, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    let (_, j) = sidecar.send(&other.url("/free"), "{}", None).await;
+    let free = j["id"].as_str().unwrap().to_string();
+    let (_, hosts) = sidecar.get_json("/v1/hosts").await;
+    let row = hosts["data"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["host"] == format!("127.0.0.1:{port}")))
+        .cloned();
+    sidecar.wait_status(&free, "delivered").await;
+    assert!(
+        paced.count() < 12,
+        "the other host did not wait for the paced one"
+    );
+    for id in &ids {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    // Five at once (one second's worth), then one every 200 ms.
+    let got = paced.received();
+    assert_eq!(got.len(), 12);
+    for (i, r) in got.iter().enumerate().skip(5) {
+        let since_first = r.at - got[0].at;
+        let due = Duration::from_millis(200 * (i as u64 - 4));
+        assert!(
+            since_first + Duration::from_millis(50) >= due,
+            "request {i} came {since_first:?} after the first, due no earlier than {due:?}"
+        );
+    }
+    if let Some(row) = row {
+        assert_eq!(row["rate_limit"], "5/s", "{row}");
+    } else {
+        panic!("the paced host was not listed while it had work: {hosts}");
+    }
+}
+
 /// Credentials in a target's userinfo are kept for delivery but never shown: not by the admin
 /// API, not in an attempt's error, not in the log; and a listing's target filter sees only the
 /// shown form, so it cannot be used to guess them.
