@@ -26,10 +26,12 @@ use crate::schedule::{Backlog, InFlight, Queue, Scheduler};
 use crate::sender::ReqwestSender;
 use crate::shutdown::Drain;
 use crate::store::Store;
-use crate::store::writer::{self, WriterHandle};
+use crate::store::writer::{self, PRUNE_LIMIT, WriterHandle};
 
 /// Longest wait between prune passes when nothing is known to expire sooner.
 const PRUNE_IDLE: Duration = Duration::from_secs(3600);
+/// Shortest wait between two prune passes that did not fill (`writer::PRUNE_LIMIT`).
+const PRUNE_MIN_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the writer to finish its last batch after the services stopped.
 const WRITER_JOIN: Duration = Duration::from_secs(10);
 
@@ -245,11 +247,21 @@ async fn prune_loop(
                 if r.deliveries + r.idempotency > 0 {
                     tracing::debug!(deliveries = r.deliveries, keys = r.idempotency, "pruned");
                 }
-                r.next_due
+                let full = r.deliveries.max(r.idempotency) >= PRUNE_LIMIT;
+                let wait = r
+                    .next_due
                     .map(|at| Duration::from_millis(at.saturating_sub(now)))
                     .unwrap_or(PRUNE_IDLE)
                     .min(horizon)
-                    .min(PRUNE_IDLE)
+                    .min(PRUNE_IDLE);
+                // A full pass goes on at once (a backlog to catch up); otherwise at most one
+                // pass a second, so a short retention batches its rows instead of committing
+                // for each one as it expires.
+                if full {
+                    Duration::ZERO
+                } else {
+                    wait.max(PRUNE_MIN_WAIT)
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "prune failed; trying again later");

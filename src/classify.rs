@@ -204,7 +204,10 @@ mod tests {
             (resp(302), 1, Decision::Fail),
             (after(429, 42), 1, Decision::Retry(s(42))),
             (after(429, 4200), 1, Decision::Retry(s(100))),
-            (after(503, 7), 2, Decision::Retry(s(7))),
+            (after(503, 12), 2, Decision::Retry(s(12))),
+            // Shorter than the backoff (or 0): the backoff applies.
+            (after(503, 7), 2, Decision::Retry(s(10))),
+            (after(429, 0), 1, Decision::Retry(s(5))),
             // Retry-After on a 500 means nothing; backoff applies.
             (after(500, 7), 1, Decision::Retry(s(5))),
             (resp(429), 2, Decision::Retry(s(10))),

@@ -480,6 +480,9 @@ impl RawConfig {
                 "is not a valid header value",
             ));
         }
+        if self.store.retention.is_zero() {
+            return Err(invalid("store.retention", "must be more than 0"));
+        }
         if self.idempotency.window.is_zero() {
             return Err(invalid("idempotency.window", "must be more than 0"));
         }
@@ -755,6 +758,8 @@ mod tests {
             ("[log]\nlevel = \"info,hookrelay=loud\"\n", "log.level"),
             ("[log]\nlevel = \"\"\n", "log.level"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[store]\nretention = \"0s\"\n", "store.retention"),
+            ("[retry]\nmax_delay = \"400d\"\n", "retry.max_delay"),
             (
                 "[endpoints.a]\nurl = \"http://x\"\nsecret = \"abc\"\n",
                 "endpoints.a.secret",

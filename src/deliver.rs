@@ -197,8 +197,11 @@ impl Deliverer {
         let finished = started_at + clock::duration_ms(duration);
         let gone = endpoint.filter(|_| classify::disables_endpoint(&outcome));
         let next = match decision {
-            // A 410 from a named endpoint: the delivery is held, not failed.
-            _ if gone.is_some() => NextState::Retry { next_at: finished },
+            // A 410 from a named endpoint: the delivery is held, not failed, while its retry
+            // budget lasts (each enabling sends the held deliveries again).
+            _ if gone.is_some() && !policy.exhausted(number) => {
+                NextState::Retry { next_at: finished }
+            }
             Decision::Delivered => NextState::Delivered,
             Decision::Fail => NextState::Failed,
             Decision::Retry(delay) => NextState::Retry {
@@ -630,6 +633,37 @@ pub(crate) mod tests {
             *disabled_at_release.lock().unwrap(),
             Some(true),
             "the slot was released before the endpoint was disabled"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_410_holds_a_delivery_only_while_its_retry_budget_lasts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 410);
+        let id = stored(&d, Some("orders")).await;
+        let budget = d.retry.max_attempts;
+        for n in 1..=budget {
+            // An operator enables the endpoint again; the receiver still answers 410.
+            d.gate.set("orders", false);
+            let (slot, _) = watched(&store, id);
+            let result = d.attempt(id, slot).await;
+            let status = store.delivery(id).unwrap().unwrap().status;
+            if n < budget {
+                assert_eq!(result.parked.as_deref(), Some("orders"), "attempt {n}");
+                assert_eq!(status, Status::Pending, "attempt {n}");
+            } else {
+                assert_eq!(
+                    status,
+                    Status::Failed,
+                    "the last attempt of the budget fails it"
+                );
+            }
+        }
+        assert_eq!(store.attempts(id).unwrap().len() as u32, budget);
+        assert!(
+            d.gate.is_disabled("orders"),
+            "the endpoint is still disabled"
         );
     }
 }

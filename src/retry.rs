@@ -48,6 +48,9 @@ impl RetryPolicy {
         if max_delay < initial_delay {
             return err("max_delay", "must be at least initial_delay");
         }
+        if max_delay > MAX_DELAY_LIMIT {
+            return err("max_delay", "must be at most 365d");
+        }
         if max_attempts == 0 {
             return err("max_attempts", "must be at least 1");
         }
@@ -70,15 +73,18 @@ impl RetryPolicy {
         let base = self.initial_delay.as_secs_f64() * self.multiplier.powi(exp);
         let spread = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
         let secs = (base * spread).min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max_delay)
     }
 
-    /// The delay before the next attempt when the receiver asked for one (`Retry-After`), or the
-    /// backoff otherwise. Never more than `max_delay`.
+    /// The delay before the next attempt: the backoff, or longer when the receiver asked for
+    /// longer (`Retry-After`). Never shorter than the backoff, so a receiver answering
+    /// `Retry-After: 0` (or a date in the past) cannot spend the retry budget in a moment, and
+    /// never more than `max_delay`.
     pub fn next_delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let backoff = self.backoff(attempt, unit);
         match retry_after {
-            Some(asked) => asked.min(self.max_delay),
-            None => self.backoff(attempt, unit),
+            Some(asked) => asked.max(backoff).min(self.max_delay),
+            None => backoff,
         }
     }
 
@@ -87,6 +93,9 @@ impl RetryPolicy {
         attempt >= self.max_attempts
     }
 }
+
+/// Longest `max_delay` accepted: a year.
+const MAX_DELAY_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses a `Retry-After` value: delta-seconds or an HTTP-date (relative to `now`).
 /// A date in the past means "now"; anything unparsable is ignored (None).
@@ -140,18 +149,25 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_wins_but_is_bounded() {
+    fn retry_after_lengthens_the_backoff_but_never_shortens_it_and_is_bounded() {
         let p = RetryPolicy::try_new(Duration::from_secs(1), 2.0, Duration::from_secs(60), 5, 0.0)
             .unwrap();
-        assert_eq!(
-            p.next_delay(1, Some(Duration::from_secs(7)), 0.5),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            p.next_delay(1, Some(Duration::from_secs(7200)), 0.5),
-            Duration::from_secs(60)
-        );
-        assert_eq!(p.next_delay(2, None, 0.5), Duration::from_secs(2));
+        let s = Duration::from_secs;
+        assert_eq!(p.next_delay(1, Some(s(7)), 0.5), s(7));
+        assert_eq!(p.next_delay(1, Some(s(7200)), 0.5), s(60));
+        assert_eq!(p.next_delay(2, None, 0.5), s(2));
+        // `Retry-After: 0` or a date in the past: the backoff still applies.
+        assert_eq!(p.next_delay(1, Some(s(0)), 0.5), s(1));
+        assert_eq!(p.next_delay(4, Some(s(3)), 0.5), s(8));
+        assert_eq!(p.next_delay(4, Some(s(u64::MAX)), 0.5), s(60));
+    }
+
+    #[test]
+    fn the_longest_accepted_max_delay_never_overflows() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let p = RetryPolicy::try_new(Duration::from_secs(1), 1e300, year, 5, 1.0).unwrap();
+        assert_eq!(p.backoff(5, 1.0), year);
+        assert_eq!(p.backoff(u32::MAX, 0.0), year);
     }
 
     #[test]
@@ -170,6 +186,7 @@ mod tests {
             (s(1), 0.9, s(10), 3, 0.1, "multiplier"),
             (s(1), f64::NAN, s(10), 3, 0.1, "multiplier"),
             (s(20), 2.0, s(10), 3, 0.1, "max_delay"),
+            (s(1), 2.0, s(365 * 24 * 3600 + 1), 3, 0.1, "max_delay"),
             (s(1), 2.0, s(10), 0, 0.1, "max_attempts"),
             (s(1), 2.0, s(10), 3, -0.1, "jitter"),
             (s(1), 2.0, s(10), 3, 1.5, "jitter"),

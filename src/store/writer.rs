@@ -36,7 +36,7 @@ const MAX_BATCH: usize = 4096;
 /// again each time) before it refuses the whole batch.
 const MAX_OPS_REFUSED: usize = 3;
 /// Most expired rows removed per prune operation, so pruning never stalls ingest.
-const PRUNE_LIMIT: usize = 2000;
+pub const PRUNE_LIMIT: usize = 2000;
 /// How often the store's size is measured while commits happen (with `store.max_bytes` set).
 const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Counting live bytes walks every B-tree on the writer thread, so it runs this rarely at most
