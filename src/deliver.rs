@@ -398,6 +398,13 @@ impl Deliverer {
         endpoint: Option<&Endpoint>,
     ) -> Result<OutgoingRequest, SendError> {
         let invalid = |m: String| SendError::InvalidRequest(m);
+        if let (Some(name), None) = (record.endpoint.as_deref(), endpoint) {
+            // Its configured headers and signing secret are gone with it: sending anyway would
+            // deliver without them (unauthenticated, unsigned).
+            return Err(invalid(format!(
+                "endpoint `{name}` is no longer configured, so its headers and signing secret are unknown; nothing was sent (configure it again and replay this delivery)"
+            )));
+        }
         let method = Method::from_bytes(record.method.as_bytes())
             .map_err(|_| invalid(format!("bad method {}", record.method)))?;
         // Ingest validated every stored target; a record that fails here was not written by it.
@@ -634,6 +641,21 @@ pub(crate) mod tests {
             Some(true),
             "the slot was released before the endpoint was disabled"
         );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_whose_endpoint_is_no_longer_configured_fails_unsent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 200);
+        let id = stored(&d, Some("removed")).await;
+        let (slot, _) = watched(&store, id);
+        assert_eq!(d.attempt(id, slot).await, AttemptResult::default());
+        assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Failed);
+        let attempts = store.attempts(id).unwrap();
+        assert_eq!(attempts[0].classification, Classification::InvalidRequest);
+        let error = attempts[0].error.as_deref().unwrap();
+        assert!(error.contains("`removed` is no longer configured"), "{error}");
     }
 
     #[tokio::test]
