@@ -801,7 +801,15 @@ impl Scheduler {
                 }
                 let _ = reply.send(withdrawn);
             }
-            Control::Requeue { host, next_at, id } => self.queue.push(&host, next_at, id),
+            // A cancel whose commit failed. The delivery may be back already (its `Enqueued`
+            // came after the withdrawal) or even in flight: it is queued once, never beside
+            // its own attempt (whose result requeues it if it stays pending).
+            Control::Requeue { host, next_at, id } => {
+                if !self.in_flight.contains(id) {
+                    self.queue.remove(&host, next_at, id);
+                    self.queue.push(&host, next_at, id);
+                }
+            }
             Control::Hosts(reply) => {
                 let mut loads = self.queue.hosts(clock::now_ms());
                 self.parked.add_to(&mut loads, &self.queue.rates);
@@ -1247,6 +1255,27 @@ mod tests {
             parked: Parked::default(),
         };
         (scheduler, store, writer)
+    }
+
+    #[tokio::test]
+    async fn a_requeue_after_a_failed_cancel_never_doubles_a_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _store, _writer) = panicking_scheduler(dir.path());
+        let requeue = |at| Control::Requeue {
+            host: "h:80".into(),
+            next_at: at,
+            id: Id(7),
+        };
+        // Back in the queue already, under another due time: still one entry.
+        s.queue.push("h:80", 5, Id(7));
+        s.control(requeue(9));
+        assert_eq!(s.queue.pending(), 1);
+        // In flight (dispatched after the withdrawal): not queued beside its own attempt.
+        let (id, _) = s.queue.pop_due(10).unwrap();
+        s.in_flight.insert(id);
+        s.control(requeue(9));
+        assert_eq!(s.queue.pending(), 0);
+        assert_eq!(s.queue.pop_due(u64::MAX), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
