@@ -57,6 +57,9 @@ pub struct AdminState {
     /// The configured endpoints' names: enabling any other name is a 404 (unless it is still
     /// disabled from an earlier config).
     pub endpoints: Arc<std::collections::BTreeSet<String>>,
+    /// Held by a pause or resume from reading the stored state until the scheduler is told, so
+    /// concurrent ones reach the scheduler in the order they were stored.
+    pub pauses: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One path segment (an id, a host, an endpoint name). axum's own rejection of a segment that is
@@ -290,11 +293,11 @@ async fn enable_endpoint(
             format!("no endpoint named `{name}` is configured or disabled"),
         ));
     }
-    s.writer
-        .set_endpoint_disabled(&name, false)
+    let store = s.writer.set_endpoint_disabled(&name, false);
+    s.gate
+        .store_and_set(&name, false, store)
         .await
         .map_err(ApiError::store)?;
-    s.gate.set(&name, false);
     if was_disabled {
         tracing::info!(endpoint = %name, "endpoint enabled by an operator");
     }

@@ -168,6 +168,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             control_tx,
             config: Arc::new(config.admin.clone()),
             endpoints: Arc::new(config.endpoints.keys().cloned().collect()),
+            pauses: Arc::default(),
         },
     };
     server.add_service(GenBackgroundService::new("admin".into(), Arc::new(admin)));

@@ -238,9 +238,10 @@ impl Deliverer {
         let mut parked = None;
         if let Some(ep) = gone {
             // Persisted before the attempt is, so a crash in between cannot lose the disabling.
-            match self.writer.set_endpoint_disabled(&ep.name, true).await {
-                Ok(()) => {
-                    if self.gate.set(&ep.name, true) {
+            let store = self.writer.set_endpoint_disabled(&ep.name, true);
+            match self.gate.store_and_set(&ep.name, true, store).await {
+                Ok(changed) => {
+                    if changed {
                         self.metrics.endpoints_disabled.inc();
                         tracing::warn!(
                             endpoint = %ep.name,
@@ -655,7 +656,10 @@ pub(crate) mod tests {
         let attempts = store.attempts(id).unwrap();
         assert_eq!(attempts[0].classification, Classification::InvalidRequest);
         let error = attempts[0].error.as_deref().unwrap();
-        assert!(error.contains("`removed` is no longer configured"), "{error}");
+        assert!(
+            error.contains("`removed` is no longer configured"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

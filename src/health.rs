@@ -145,6 +145,8 @@ impl HostHealth {
 #[derive(Clone)]
 pub struct EndpointGate {
     disabled_tx: Arc<watch::Sender<BTreeSet<String>>>,
+    /// Held across storing a change and applying it here (see [`EndpointGate::store_and_set`]).
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EndpointGate {
@@ -152,6 +154,7 @@ impl EndpointGate {
     pub fn new(disabled: BTreeSet<String>) -> EndpointGate {
         EndpointGate {
             disabled_tx: Arc::new(watch::channel(disabled).0),
+            changes: Arc::default(),
         }
     }
 
@@ -161,6 +164,20 @@ impl EndpointGate {
 
     pub fn disabled(&self) -> BTreeSet<String> {
         self.disabled_tx.borrow().clone()
+    }
+
+    /// Runs `store` (which persists the change) and then applies it here, one change at a time:
+    /// a 410's disabling and an operator's enabling that race end with this copy as the store
+    /// has it (the last one stored wins in both). Returns whether this copy changed.
+    pub async fn store_and_set<E>(
+        &self,
+        name: &str,
+        disabled: bool,
+        store: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<bool, E> {
+        let _one_at_a_time = self.changes.lock().await;
+        store.await?;
+        Ok(self.set(name, disabled))
     }
 
     /// Returns whether it changed.
@@ -238,5 +255,45 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert!(rx.borrow_and_update().is_empty());
         assert!(!gate.is_disabled("a"));
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn racing_changes_leave_the_gate_as_the_store_has_it() {
+        let gate = EndpointGate::new(BTreeSet::new());
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        // A 410's disabling is stored, then its task is slow to apply it; an operator's
+        // enabling comes in between.
+        let (g, log) = (gate.clone(), stored.clone());
+        let slow = tokio::spawn(async move {
+            g.store_and_set("orders", true, async {
+                log.lock().unwrap().push(true);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Ok::<(), ()>(())
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let log = stored.clone();
+        gate.store_and_set("orders", false, async {
+            log.lock().unwrap().push(false);
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        slow.await.unwrap().unwrap();
+        let last_stored = *stored.lock().unwrap().last().unwrap();
+        assert_eq!(gate.is_disabled("orders"), last_stored);
+        // A failed store applies nothing.
+        assert_eq!(
+            gate.store_and_set("x", true, async { Err::<(), _>("full") })
+                .await,
+            Err("full")
+        );
+        assert!(!gate.is_disabled("x"));
     }
 }

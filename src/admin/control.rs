@@ -36,6 +36,7 @@ pub async fn pause(
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> Result<Response, ApiError> {
     let reason = params::reason(req.reason)?;
+    let _in_order = s.pauses.lock().await;
     let record = match s.store.pause().map_err(ApiError::store)? {
         Some(existing) => existing,
         None => {
@@ -56,6 +57,7 @@ pub async fn pause(
 }
 
 pub async fn resume(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let _in_order = s.pauses.lock().await;
     s.writer
         .set_pause(None, None)
         .await
@@ -72,6 +74,7 @@ pub async fn host_pause(
 ) -> Result<Response, ApiError> {
     let host = params::host(&host)?;
     let reason = params::reason(req.reason)?;
+    let _in_order = s.pauses.lock().await;
     let existing = s
         .store
         .host_pauses()
@@ -105,6 +108,7 @@ pub async fn host_resume(
     State(s): State<AdminState>,
     Segment(host): Segment,
 ) -> Result<Response, ApiError> {
+    let _in_order = s.pauses.lock().await;
     // Versions before host keys were normalised stored a pause as typed (lower-cased); such a
     // pause is still cleared by that spelling, even one `params::host` now rewrites or refuses.
     let typed = host.to_ascii_lowercase();
