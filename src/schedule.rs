@@ -296,6 +296,35 @@ impl Queue {
         }
     }
 
+    /// Forgets the hosts with no work left whose holds have passed at `now`: a `Retry-After`
+    /// that has run out, or an open circuit whose probe time has come with nothing to probe
+    /// (the next delivery to the host starts it afresh). Without this, a host the app stopped
+    /// sending to would be kept, and shown with an open circuit, for ever. Returns them.
+    pub fn forget_idle(&mut self, now: u64) -> Vec<Host> {
+        let paused = &self.paused_hosts;
+        let mut forgotten = Vec::new();
+        self.hosts.retain(|host, hq| {
+            let idle = hq.pending.is_empty() && hq.in_flight == 0 && hq.recording == 0;
+            let passed = hq.not_before <= now
+                && match hq.circuit {
+                    Circuit::Closed { .. } => true,
+                    Circuit::Open { probe_at } => probe_at <= now,
+                    Circuit::HalfOpen => false,
+                };
+            let forget = idle && passed && !paused.contains(host);
+            if forget {
+                forgotten.push(host.clone());
+            }
+            !forget
+        });
+        forgotten
+    }
+
+    /// Whether any host is known (so a sweep may have something to forget).
+    fn knows_hosts(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
     /// When the earliest host becomes eligible.
     pub fn next_wake(&self) -> Option<u64> {
         self.ready.first().map(|(at, _)| *at)
@@ -612,6 +641,7 @@ impl Scheduler {
         let mut writer_gone = false;
         let mut gate_rx = self.gate.subscribe();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut next_sweep = clock::now_ms().saturating_add(FORGET_IDLE_EVERY_MS);
         let pending_gauge = self.metrics.queue_depth.with_label_values(&["pending"]);
         let in_progress_gauge = self.metrics.queue_depth.with_label_values(&["in_progress"]);
         loop {
@@ -621,6 +651,13 @@ impl Scheduler {
                 }
             } else if !self.paused {
                 let now = clock::now_ms();
+                if now >= next_sweep {
+                    next_sweep = now.saturating_add(FORGET_IDLE_EVERY_MS);
+                    for host in self.queue.forget_idle(now) {
+                        let _ = self.metrics.host_circuit_open.remove_label_values(&[&host]);
+                        self.host_health.set(&host, None);
+                    }
+                }
                 while self.may_start() {
                     let Some((id, host)) = self.queue.pop_due(now) else {
                         break;
@@ -640,6 +677,12 @@ impl Scheduler {
             let wake = match (draining || self.paused, self.may_start()) {
                 (false, true) => self.queue.next_wake(),
                 _ => None,
+            };
+            // Wake for the sweep too while it may have something to forget.
+            let wake = match (wake, self.queue.knows_hosts() && !draining && !self.paused) {
+                (Some(at), true) => Some(at.min(next_sweep)),
+                (None, true) => Some(next_sweep),
+                (wake, false) => wake,
             };
             let sleep_for =
                 wake.map(|at| Duration::from_millis(at.saturating_sub(clock::now_ms())));
@@ -846,6 +889,9 @@ impl Scheduler {
         self.host_health.set(host, (!plain).then_some(view));
     }
 }
+
+/// How often the scheduler forgets idle hosts whose holds have passed (`Queue::forget_idle`).
+const FORGET_IDLE_EVERY_MS: u64 = 60_000;
 
 /// How long a delivery waits before it is tried again when its attempt ended without a result
 /// and so did recording that (see [`Finished::Unrecorded`]), the `times`-th time in a row: 5 s,
@@ -1061,6 +1107,44 @@ mod tests {
         }
         assert!(most >= 200, "every host of a round is paced: {most}");
         assert!(most <= 2 * 200 + 64, "swept as it grows: {most}");
+    }
+
+    #[test]
+    fn idle_hosts_are_forgotten_once_their_holds_have_passed() {
+        let policy = BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 100,
+        };
+        let mut q = Queue::new(8).with_breaker(policy);
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            hold_host_until: None,
+        };
+        // dead:80 fails once: its circuit opens (probe at 100) and it has no work left.
+        q.push("dead:80", 0, Id(1));
+        let (id, host) = q.pop_due(0).unwrap();
+        q.release(&host, failed, 0);
+        q.finish(&host, id, None);
+        // held:80 answers with a Retry-After until 500.
+        q.push("held:80", 0, Id(2));
+        let (id, host) = q.pop_due(0).unwrap();
+        let hold = HostReport {
+            signal: HostSignal::Neutral,
+            hold_host_until: Some(500),
+        };
+        q.release(&host, hold, 0);
+        q.finish(&host, id, None);
+        // busy:80 still has work.
+        q.push("busy:80", 10_000, Id(3));
+        assert_eq!(q.hosts(0).len(), 3);
+        assert!(q.forget_idle(50).is_empty(), "nothing has passed yet");
+        assert_eq!(q.forget_idle(100), vec![Arc::from("dead:80")]);
+        assert_eq!(q.forget_idle(499), Vec::<Host>::new());
+        assert_eq!(q.forget_idle(500), vec![Arc::from("held:80")]);
+        assert_eq!(q.hosts(500).len(), 1, "busy:80 stays");
+        // A forgotten host starts afresh.
+        q.push("dead:80", 0, Id(4));
+        assert_eq!(q.circuit("dead:80"), Some(Circuit::Closed { failures: 0 }));
     }
 
     #[test]
