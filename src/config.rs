@@ -268,15 +268,10 @@ pub fn layered(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Figment, ConfigError> {
-    let mut figment = Figment::from(Layer {
-        metadata: Metadata::named(DEFAULTS_LAYER),
-        data: Toml::string(DEFAULT_TOML),
-    });
-    if let Some(path) = file {
-        if !path.exists() {
-            return Err(ConfigError::MissingFile(path.to_path_buf()));
-        }
-        figment = figment.merge(Toml::file(path));
+    if let Some(path) = file
+        && !path.exists()
+    {
+        return Err(ConfigError::MissingFile(path.to_path_buf()));
     }
     // Only double-underscore names are config keys: HOOKRELAY_ADMIN_URL and friends belong to
     // the CLI and must not be read as unknown keys.
@@ -285,16 +280,60 @@ pub fn layered(
         .filter(|(k, _)| k.starts_with("HOOKRELAY_") && k.contains("__"))
         .collect();
     env.sort();
-    for (k, v) in env {
-        let path = k["HOOKRELAY_".len()..]
-            .to_ascii_lowercase()
-            .replace("__", ".");
-        figment = figment.merge(Layer {
-            data: Toml::string(&format!("{path} = {}\n", env_value_to_toml(&v))),
-            metadata: Metadata::from(ENV_LAYER, Source::Custom(k)),
+    let keys: Vec<String> = env
+        .iter()
+        .map(|(k, _)| {
+            k["HOOKRELAY_".len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".")
+        })
+        .collect();
+    // An env value has no type of its own: it is read as a number, boolean, array or table
+    // when it is written as one, and as a string otherwise. Where that guess meets a key that
+    // wants a string (a numeric token, `HOOKRELAY_DELIVERY__USER_AGENT=1.0`), the variable is
+    // read again as a string.
+    let build = |as_string: &[bool]| {
+        let mut figment = Figment::from(Layer {
+            metadata: Metadata::named(DEFAULTS_LAYER),
+            data: Toml::string(DEFAULT_TOML),
         });
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file(path));
+        }
+        for (((k, v), key), string) in env.iter().zip(&keys).zip(as_string) {
+            let value = if *string {
+                toml_string(v)
+            } else {
+                env_value_to_toml(v)
+            };
+            figment = figment.merge(Layer {
+                data: Toml::string(&format!("{key} = {value}\n")),
+                metadata: Metadata::from(ENV_LAYER, Source::Custom(k.clone())),
+            });
+        }
+        figment
+    };
+    let mut as_string = vec![false; env.len()];
+    loop {
+        let figment = build(&as_string);
+        let Err(errors) = figment.extract::<RawConfig>() else {
+            return Ok(figment);
+        };
+        let retyped = errors.into_iter().find_map(|e| {
+            let figment::error::Kind::InvalidType(..) = e.kind else {
+                return None;
+            };
+            let path = e.path.join(".");
+            keys.iter()
+                .enumerate()
+                .rposition(|(i, k)| *k == path && !as_string[i])
+        });
+        match retyped {
+            Some(i) => as_string[i] = true,
+            // Whatever is left is the caller's to report.
+            None => return Ok(figment),
+        }
     }
-    Ok(figment)
 }
 
 const DEFAULTS_LAYER: &str = "embedded defaults (config/default.toml)";
@@ -350,16 +389,22 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// Env values are typed the way figment's `Env` provider would: numbers and booleans stay
-/// themselves, everything else is a string.
+/// An env value as TOML: numbers, booleans, arrays and tables (when TOML reads them as such)
+/// stay themselves, everything else is a string (see `layered` for a key that wants a string).
 fn env_value_to_toml(v: &str) -> String {
     let typed = v.parse::<i64>().is_ok()
-        || v.parse::<f64>().is_ok()
+        || v.parse::<f64>().is_ok_and(f64::is_finite)
         || v == "true"
         || v == "false"
         || v.starts_with('[')
         || v.starts_with('{');
-    if typed { v.to_string() } else { toml_string(v) }
+    // Only what TOML reads as a value of its own: `[::1]:7700` is an address, not an array.
+    let valid = || toml::from_str::<toml::Table>(&format!("v = {v}")).is_ok();
+    if typed && valid() {
+        v.to_string()
+    } else {
+        toml_string(v)
+    }
 }
 
 fn toml_string(v: &str) -> String {
@@ -370,6 +415,7 @@ fn toml_string(v: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            c if c.is_control() && c != '\t' => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -722,6 +768,43 @@ mod tests {
         let ep = &c.endpoints["orders"];
         assert_eq!(ep.retry.max_attempts, 3);
         assert_eq!(ep.retry.initial_delay, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn env_values_are_strings_where_a_string_is_wanted() {
+        let c = Config::load_with_env(
+            None,
+            [
+                ("HOOKRELAY_INGEST__LISTEN", "[::1]:7799"),
+                ("HOOKRELAY_ADMIN__LISTEN", "[::1]:7798"),
+                ("HOOKRELAY_ADMIN__TOKEN", "1234567890123456"),
+                ("HOOKRELAY_DELIVERY__USER_AGENT", "1.0"),
+                ("HOOKRELAY_STORE__PATH", "2024"),
+                ("HOOKRELAY_DELIVERY__CONCURRENCY", "9"),
+                ("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[\"127.0.0.0/8\"]"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        assert_eq!(c.ingest.listen.to_string(), "[::1]:7799");
+        assert_eq!(c.admin.listen.to_string(), "[::1]:7798");
+        assert_eq!(c.admin.token.as_deref(), Some("1234567890123456"));
+        assert_eq!(c.delivery.user_agent, "1.0");
+        assert_eq!(c.store.path, PathBuf::from("2024"));
+        assert_eq!(c.delivery.concurrency, 9);
+        assert_eq!(c.egress.allow_cidrs.len(), 1);
+        // A secret that is not a valid value is refused without being shown.
+        for token in ["[supersecrettoken1234]", "1e1000", "abc\u{1}defghijklmnopq"] {
+            let env = [("HOOKRELAY_ADMIN__TOKEN".to_string(), token.to_string())];
+            match Config::load_with_env(None, env) {
+                Ok(c) => assert_eq!(c.admin.token.as_deref(), Some(token)),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("admin.token"), "{e}");
+                    assert!(!e.contains(token.trim_matches(['[', ']'])), "{e}");
+                }
+            }
+        }
     }
 
     #[test]
