@@ -93,9 +93,21 @@ impl Sender for ReqwestSender {
         {
             return Err(SendError::EgressBlocked(denied.to_string()));
         }
+        let mut url = req.url;
+        if (!url.username().is_empty() || url.password().is_some())
+            && req
+                .headers
+                .iter()
+                .any(|(n, _)| n == http::header::AUTHORIZATION)
+        {
+            // The request's own Authorization wins; reqwest would add the target's credentials
+            // as a second one (two Authorization headers: an invalid request).
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
         let mut builder = self
             .client
-            .request(req.method, req.url)
+            .request(req.method, url)
             .timeout(req.timeout)
             .body(req.body);
         for (name, value) in req.headers {

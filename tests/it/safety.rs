@@ -609,6 +609,25 @@ async fn credentials_in_a_target_are_delivered_but_never_shown() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(auth, "Basic aG9vazpzM2NyZXQ=", "{auth}");
+    // A request that carries its own Authorization keeps it, and only it.
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url(&format!("/http://hook:s3cret@127.0.0.1:{port}/own")))
+        .header("authorization", "Bearer zzz")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let got = receiver.wait_count(2).await;
+    let own = got.iter().find(|r| r.target == "/own").unwrap();
+    let auths: Vec<_> = own
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .collect();
+    assert_eq!(auths.len(), 1, "{auths:?}");
+    assert_eq!(auths[0].1, "Bearer zzz");
     let d = sidecar.wait_status(&delivered, "delivered").await;
     let shown = format!("http://***@127.0.0.1:{port}/in");
     assert_eq!(d["target"], shown.as_str());
