@@ -74,7 +74,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let gate = EndpointGate::new(store.disabled_endpoints()?);
     if !gate.disabled().is_empty() {
-        tracing::warn!(endpoints = ?gate.disabled(), "endpoints disabled by 410 Gone; enable them from the admin API");
+        let names: Vec<String> = gate.disabled().into_iter().collect();
+        tracing::warn!(endpoints = %names.join(", "), "endpoints disabled by 410 Gone; enable them from the admin API");
     }
     let (writer, writer_join) =
         writer::spawn_with_limit(&store, metrics.clone(), enqueued_tx, config.store.max_bytes)?;

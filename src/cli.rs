@@ -96,7 +96,8 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:7701"
     )]
     pub admin_url: String,
-    /// Bearer token (admin.token of the sidecar).
+    /// Bearer token (admin.token of the sidecar); without it, the sidecar's own
+    /// HOOKRELAY_ADMIN__TOKEN is used when set.
     #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print the API's JSON instead of a table.
@@ -255,7 +256,13 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn connect(a: &AdminArgs) -> Result<AdminClient, CliError> {
-    AdminClient::new(&a.admin_url, a.token.clone())
+    // Beside the sidecar (`kubectl exec`, `docker exec`) its own variable is there: use it.
+    let token = a.token.clone().or_else(|| {
+        std::env::var("HOOKRELAY_ADMIN__TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    AdminClient::new(&a.admin_url, token)
 }
 
 /// `--json` prints the value as the API gave it; otherwise `human` renders it.

@@ -110,7 +110,7 @@ impl AttemptResult {
 
 /// The delivery could not be read: tried again after `STORE_FAILURE_RETRY`.
 fn load_failed(id: Id, e: &crate::store::StoreError) -> AttemptResult {
-    tracing::error!(error = %e, id = id.0, "could not load a delivery; retrying later");
+    tracing::error!(error = %e, id = %DeliveryId(id), "could not load a delivery; retrying later");
     AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY))
 }
 
@@ -326,10 +326,10 @@ impl Deliverer {
     ) -> AttemptResult {
         let classification = attempt.classification;
         tracing::debug!(
-            id = id.0,
+            id = %DeliveryId(id),
             attempt = attempt.number,
             class = classification.as_str(),
-            ?next,
+            next = %next,
             "attempt finished"
         );
         self.metrics
@@ -351,7 +351,7 @@ impl Deliverer {
             })
             .await
         {
-            tracing::error!(error = %e, id = id.0, "could not record an attempt; the delivery stays pending");
+            tracing::error!(error = %e, id = %DeliveryId(id), "could not record an attempt; the delivery stays pending");
             return AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY));
         }
         match next {

@@ -46,6 +46,17 @@ pub fn filter(level: &str) -> Result<EnvFilter, String> {
     if level.is_empty() {
         return Err("must not be empty (a level such as \"info\", or directives)".into());
     }
+    // A bare word is a level; tracing would take any other one for a target name, so a typo
+    // ("debgu") would quietly log at the default level.
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a level (off, error, warn, info, debug, trace); name a target as target=level, as in \"hookrelay=debug\""
+            ));
+        }
+    }
     EnvFilter::builder()
         .parse(format!("info,{QUIET},{level}"))
         .map_err(|e| {
@@ -139,5 +150,9 @@ mod tests {
         let e = filter("info,hookrelay=loud").unwrap_err();
         assert!(e.contains("directives"), "{e}");
         assert!(filter("warn").is_ok());
+        assert!(filter("DEBUG,hookrelay::deliver=trace").is_ok());
+        let e = filter("debgu").unwrap_err();
+        assert!(e.contains("`debgu` is not a level"), "{e}");
+        assert!(filter("info,verbose").is_err());
     }
 }

@@ -23,7 +23,7 @@ use crate::clock;
 use crate::deliver::{AttemptResult, Deliverer, HostReport, SlotRelease};
 use crate::health::{BreakerPolicy, Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::metrics::Metrics;
-use crate::model::{Classification, Id};
+use crate::model::{Classification, DeliveryId, Id};
 use crate::pace::{Rate, RateLimits};
 use crate::panics;
 use crate::store::writer::Enqueued;
@@ -763,7 +763,7 @@ impl Scheduler {
             // Still in flight (and counted as being recorded) until its record is stored.
             Finished::Abandoned { id, host, panic } => {
                 tracing::error!(
-                    id = id.0,
+                    id = %DeliveryId(id),
                     panic = panic.as_deref().unwrap_or("none"),
                     "an attempt ended without a result (a bug: please report it); it is recorded as INTERNAL_ERROR and retried within the delivery's retry budget"
                 );
@@ -786,7 +786,7 @@ impl Scheduler {
                 *times += 1;
                 let delay = unrecorded_delay_ms(*times);
                 tracing::error!(
-                    id = id.0,
+                    id = %DeliveryId(id),
                     times = *times,
                     retry_in_ms = delay,
                     panic = panic.as_deref().unwrap_or("none"),

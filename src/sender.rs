@@ -89,7 +89,12 @@ impl Sender for ReqwestSender {
         // IP literals never reach the resolver: check them here. Ingest checked them too, but
         // the policy may have changed since the webhook was stored.
         if let Err(denied) = self.egress.check_url(&req.url)
-            && !allow_anyway(&self.egress, &self.metrics, &denied)
+            && !allow_anyway(
+                &self.egress,
+                &self.metrics,
+                req.url.host_str().unwrap_or_default(),
+                &denied,
+            )
         {
             return Err(SendError::EgressBlocked(denied.to_string()));
         }
@@ -149,7 +154,12 @@ pub struct ResolveError {
 }
 
 /// In report mode a denial is logged and counted, then let through. True: send anyway.
-fn allow_anyway(egress: &EgressPolicy, metrics: &Metrics, denied: &EgressDenied) -> bool {
+fn allow_anyway(
+    egress: &EgressPolicy,
+    metrics: &Metrics,
+    host: &str,
+    denied: &EgressDenied,
+) -> bool {
     let action = match egress.mode {
         Mode::Enforce => "blocked",
         Mode::Report => "reported",
@@ -158,7 +168,7 @@ fn allow_anyway(egress: &EgressPolicy, metrics: &Metrics, denied: &EgressDenied)
         .egress_denied
         .with_label_values(&["delivery", action])
         .inc();
-    tracing::warn!(reason = %denied, action, "egress guard");
+    tracing::warn!(host, reason = %denied, action, "egress guard");
     egress.mode == Mode::Report
 }
 
@@ -190,7 +200,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
             }
             let addrs = match egress.filter_addrs(&host, addrs.clone()) {
                 Ok(kept) => kept,
-                Err(denied) if allow_anyway(&egress, &metrics, &denied) => addrs,
+                Err(denied) if allow_anyway(&egress, &metrics, &host, &denied) => addrs,
                 Err(denied) => return Err(Box::new(denied) as Box<dyn StdError + Send + Sync>),
             };
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)

@@ -86,10 +86,19 @@ impl AdminClient {
             reason: format!("HTTP {status}, not JSON: {e}"),
         })?;
         if status >= 400 {
+            let mut message: String = json["error"]["message"].as_str().unwrap_or("").into();
+            if status == 401 {
+                message.push_str(match self.token {
+                    None => " (give it with --token or HOOKRELAY_ADMIN_TOKEN)",
+                    Some(_) => {
+                        " (the token given with --token or HOOKRELAY_ADMIN_TOKEN was refused)"
+                    }
+                });
+            }
             return Err(CliError::Api {
                 status,
                 code: json["error"]["code"].as_str().unwrap_or("error").into(),
-                message: json["error"]["message"].as_str().unwrap_or("").into(),
+                message,
             });
         }
         Ok(json)

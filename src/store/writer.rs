@@ -96,6 +96,17 @@ pub struct AttemptWrite {
     pub next: NextState,
 }
 
+/// As the log shows it: `delivered`, `failed`, or `retry at` an RFC 3339 time.
+impl std::fmt::Display for NextState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextState::Retry { next_at } => write!(f, "retry at {}", clock::rfc3339(*next_at)),
+            NextState::Delivered => f.write_str("delivered"),
+            NextState::Failed => f.write_str("failed"),
+        }
+    }
+}
+
 /// What the scheduler must learn from a commit: new pending work.
 #[derive(Debug, Clone)]
 pub struct Enqueued {

@@ -401,6 +401,22 @@ async fn the_token_guards_everything_but_health_checks() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    // The scheme's case does not matter; another scheme is refused.
+    for (auth, want) in [
+        (format!("bearer {TOKEN}"), 200),
+        (format!("BEARER {TOKEN}"), 200),
+        (format!("Basic {TOKEN}"), 401),
+        (TOKEN.to_string(), 401),
+    ] {
+        let resp = sidecar
+            .http
+            .get(sidecar.admin_url("/v1/stats"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{auth}");
+    }
     for path in ["/healthz", "/readyz"] {
         assert_eq!(sidecar.get_json(path).await.0, 200, "{path}");
     }

@@ -34,6 +34,7 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
         .args(args)
         .env_remove("HOOKRELAY_ADMIN_URL")
         .env_remove("HOOKRELAY_ADMIN_TOKEN")
+        .env_remove("HOOKRELAY_ADMIN__TOKEN")
         .envs(env.iter().copied())
         .output()
         .await
@@ -147,12 +148,18 @@ async fn operator_commands_work_against_a_live_sidecar() {
     .await)
     .json();
     assert_eq!(env["stats"]["paused"], false);
+    // Beside the sidecar, its own variable serves as well.
+    ok(run(
+        &["status", "--admin-url", &url],
+        &[("HOOKRELAY_ADMIN__TOKEN", TOKEN)],
+    )
+    .await);
 
-    // Errors: one line, non-zero.
+    // Errors: one line, non-zero, saying how to give a token.
     let no_token = run(&["status", "--admin-url", &url], &[]).await;
     assert_eq!(no_token.code, 1);
     assert!(
-        no_token.stderr.contains("401 unauthorized"),
+        no_token.stderr.contains("401 unauthorized") && no_token.stderr.contains("--token"),
         "{}",
         no_token.stderr
     );

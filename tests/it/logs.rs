@@ -23,6 +23,9 @@ async fn json_lines_carry_each_event_and_text_has_no_color_codes_off_a_terminal(
     assert_eq!(event["level"], "DEBUG", "{event}");
     assert_eq!(event["class"], "SUCCESS", "{event}");
     assert_eq!(event["target"], "hookrelay::deliver", "{event}");
+    // Named as the API names it, so a log line leads to its delivery.
+    assert_eq!(event["id"], id.as_str(), "{event}");
+    assert_eq!(event["next"], "delivered", "{event}");
     assert!(event["timestamp"].is_string(), "{event}");
     let log = sidecar.log();
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
