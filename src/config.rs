@@ -554,6 +554,17 @@ impl RawConfig {
                     "must be an absolute http:// or https:// URL",
                 ));
             }
+            // Every delivery to it would be refused (and every event it matches, whole).
+            if egress.mode == Mode::Enforce
+                && let Err(denied) = egress.check_url(&url)
+            {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    format!(
+                        "the egress guard denies it ({denied}); open it with egress.allow_cidrs or egress.allow_hosts"
+                    ),
+                ));
+            }
             let mut headers = Vec::new();
             for (h, v) in &raw.headers {
                 let hn = http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
@@ -755,7 +766,7 @@ mod tests {
     #[test]
     fn file_then_env_layering() {
         let c = load(
-            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"order.*\"]\n[endpoints.orders.retry]\nmax_attempts = 3\n",
+            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://hooks.example.com/x\"\nevents = [\"order.*\"]\n[endpoints.orders.retry]\nmax_attempts = 3\n",
             &[
                 ("HOOKRELAY_DELIVERY__CONCURRENCY", "9"),
                 ("HOOKRELAY_RETRY__INITIAL_DELAY", "50ms"),
@@ -816,6 +827,10 @@ mod tests {
             ("[ingest]\nnope = 1\n", "nope"),
             ("[bogus]\nx = 1\n", "bogus"),
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),
+            (
+                "[endpoints.a]\nurl = \"http://10.0.0.1/x\"\n",
+                "endpoints.a.url",
+            ),
             ("[endpoints.\"a b\"]\nurl = \"http://x\"\n", "endpoints.a b"),
             ("[retry]\njitter = 2.0\n", "retry.jitter"),
             ("[egress]\nmode = \"maybe\"\n", "egress.mode"),

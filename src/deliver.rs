@@ -483,7 +483,7 @@ pub(crate) mod tests {
         let file = dir.join("hookrelay.toml");
         std::fs::write(
             &file,
-            "[endpoints.orders]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"*\"]\n",
+            "[egress]\nallow_cidrs = [\"127.0.0.0/8\"]\n[endpoints.orders]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"*\"]\n",
         )
         .unwrap();
         let config = Config::load_with_env(Some(&file), Vec::new()).unwrap();
