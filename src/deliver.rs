@@ -28,12 +28,20 @@ use crate::model::{
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sender::{OutgoingRequest, Sender};
 use crate::sign;
-use crate::store::Store;
 use crate::store::writer::{AttemptWrite, NextState, WriterHandle};
+use crate::store::{Store, StoreError};
 
-/// If recording an attempt fails (disk full, say), the delivery is tried again after this long;
-/// its stored state is untouched, so nothing is lost.
+/// If a delivery cannot be read, or its attempt's record could not be written after
+/// `RECORD_TRIES` tries, the delivery is tried again after this long; its stored state is
+/// untouched, so nothing is lost.
 const STORE_FAILURE_RETRY: Duration = Duration::from_secs(5);
+/// How many times a failed write of an attempt's record is tried again, waiting
+/// `RECORD_RETRY_FIRST`, doubling up to `RECORD_RETRY_MAX` (about 1.5 min in all), before the
+/// delivery is left pending to be sent again: the request already reached the host, so the
+/// record is what is retried, not the request.
+const RECORD_TRIES: u32 = 8;
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(500);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub struct Deliverer {
     pub store: Store,
@@ -108,11 +116,20 @@ impl AttemptResult {
     }
 }
 
-/// The delivery could not be read: tried again after `STORE_FAILURE_RETRY`.
-fn load_failed(id: Id, e: &crate::store::StoreError) -> AttemptResult {
-    tracing::error!(error = %e, id = %DeliveryId(id), "could not load a delivery; retrying later");
-    AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY))
+/// The delivery could not be read: tried again after `STORE_FAILURE_RETRY`, or, if its stored
+/// bytes do not decode (which reading again will not change), after `CORRUPT_RETRY`, so a
+/// damaged record is reported once an hour rather than every few seconds.
+fn load_failed(id: Id, e: &StoreError) -> AttemptResult {
+    let wait = match e {
+        StoreError::Corrupt { .. } => CORRUPT_RETRY,
+        _ => STORE_FAILURE_RETRY,
+    };
+    tracing::error!(error = %e, id = %DeliveryId(id), retry_in_ms = clock::duration_ms(wait), "could not load a delivery; trying again later");
+    AttemptResult::later(clock::now_ms() + clock::duration_ms(wait))
 }
+
+/// How long a delivery whose stored record does not decode waits before it is read again.
+const CORRUPT_RETRY: Duration = Duration::from_secs(3600);
 
 impl Deliverer {
     pub fn new(
@@ -341,18 +358,29 @@ impl Deliverer {
             classification == Classification::Success,
             elapsed,
         );
-        if let Err(e) = self
-            .writer
-            .attempt(AttemptWrite {
-                id,
-                host,
-                attempt,
-                next,
-            })
-            .await
-        {
-            tracing::error!(error = %e, id = %DeliveryId(id), "could not record an attempt; the delivery stays pending");
-            return AttemptResult::later(clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY));
+        let write = AttemptWrite {
+            id,
+            host,
+            attempt,
+            next,
+        };
+        let (mut tries, mut wait) = (0, RECORD_RETRY_FIRST);
+        while let Err(e) = self.writer.attempt(write.clone()).await {
+            tries += 1;
+            if tries > RECORD_TRIES || matches!(e, StoreError::WriterGone) {
+                tracing::error!(error = %e, id = %DeliveryId(id), "could not record an attempt; the delivery stays pending and will be sent again");
+                return AttemptResult::later(
+                    clock::now_ms() + clock::duration_ms(STORE_FAILURE_RETRY),
+                );
+            }
+            tracing::error!(
+                error = %e,
+                id = %DeliveryId(id),
+                retry_in_ms = clock::duration_ms(wait),
+                "could not record an attempt; writing its record again (the request is not sent again)"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECORD_RETRY_MAX);
         }
         match next {
             NextState::Retry { next_at } => return AttemptResult::later(next_at),
@@ -660,6 +688,95 @@ pub(crate) mod tests {
             error.contains("`removed` is no longer configured"),
             "{error}"
         );
+    }
+
+    /// Counts the requests it is asked to send, answering 200.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Sender for Counting {
+        async fn send(&self, _: OutgoingRequest) -> Result<SentResponse, SendError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(SentResponse {
+                status: 200,
+                retry_after: None,
+                snippet: String::new(),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_that_fails_to_be_written_is_written_again_without_sending_again() {
+        use crate::store::writer::WriteOp;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _) = mpsc::unbounded_channel();
+        let (real, _) = spawn(&store, Metrics::new(), tx).unwrap();
+        let id = ingest_one(&real, None).await;
+        // The store refuses the attempt's record twice, then takes it.
+        let (writer, mut ops) = WriterHandle::for_test();
+        let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = refusals.clone();
+        tokio::spawn(async move {
+            while let Some(op) = ops.recv().await {
+                match op {
+                    WriteOp::Attempt(_, reply)
+                        if seen.load(std::sync::atomic::Ordering::SeqCst) < 2 =>
+                    {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = reply.send(Err(StoreError::CommitFailed("disk error".into())));
+                    }
+                    op => real.forward(op).await.unwrap(),
+                }
+            }
+        });
+        let config = Config::load_with_env(None, Vec::new()).unwrap();
+        let sender = Arc::new(Counting(Default::default()));
+        let d = Deliverer::new(
+            &config,
+            store.clone(),
+            writer,
+            sender.clone(),
+            Metrics::new(),
+            EndpointGate::new(BTreeSet::new()),
+        );
+        let (slot, _) = watched(&store, id);
+        assert_eq!(d.attempt(id, slot).await, AttemptResult::default());
+        assert_eq!(refusals.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            sender.0.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "sent once"
+        );
+        assert_eq!(
+            store.delivery(id).unwrap().unwrap().status,
+            Status::Delivered
+        );
+        assert_eq!(store.attempts(id).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_decode_is_read_again_an_hour_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 200);
+        let id = stored(&d, None).await;
+        let db = store.db();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(crate::store::DELIVERIES)
+            .unwrap()
+            .insert(id.0, [0xffu8; 3].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let (slot, _) = watched(&store, id);
+        let before = clock::now_ms();
+        let next = d
+            .attempt(id, slot)
+            .await
+            .next_at
+            .expect("tried again later");
+        assert!(next >= before + 3_600_000, "{next} vs {before}");
     }
 
     #[tokio::test]

@@ -86,7 +86,7 @@ pub enum NextState {
     Failed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AttemptWrite {
     pub id: Id,
     /// The delivery's `host:port`, for its next `due` entry (parsed by the caller, so the
@@ -227,6 +227,24 @@ impl WriterHandle {
         })
         .await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// A handle whose operations arrive on the returned receiver, for a test to answer (or
+    /// pass on to a real writer with [`WriterHandle::forward`]) as it likes.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (WriterHandle, mpsc::Receiver<WriteOp>) {
+        let (ops_tx, ops_rx) = mpsc::channel(16);
+        let handle = WriterHandle {
+            ops_tx,
+            healthy: Arc::new(AtomicBool::new(true)),
+            used_bytes: Arc::default(),
+        };
+        (handle, ops_rx)
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn forward(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.send(op).await
     }
 
     async fn send(&self, op: WriteOp) -> Result<(), StoreError> {
