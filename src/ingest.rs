@@ -102,6 +102,13 @@ impl Ingest {
             .unwrap_or("/")
             .to_string();
         let route = request::route(&method, &path_and_query, &self.endpoints)?;
+        if req.headers.get_all("idempotency-key").iter().count() > 1 {
+            return Err(Reject::new(
+                400,
+                "invalid_idempotency_key",
+                "more than one Idempotency-Key header: send one",
+            ));
+        }
         let header_key = match req.headers.get("idempotency-key") {
             Some(v) => {
                 let key = v.to_str().map_err(|_| {
@@ -133,12 +140,20 @@ impl Ingest {
                 };
                 let url = self.check_egress(target)?;
                 // What must match for a repeat to be the same request: the body, and for
-                // endpoints also the path after the endpoint name.
+                // endpoints also the path after the endpoint name. A URL is compared as parsed
+                // (`HTTP://h:80/a/../b` is `http://h/b`), as it is delivered.
                 let (scope, rest) = match &route {
                     Route::Endpoint { name, rest, .. } => {
                         (format!("endpoint\0{name}"), rest.as_str())
                     }
-                    _ => (format!("url\0{target}"), ""),
+                    _ => (format!("url\0{}", url.as_str()), ""),
+                };
+                // And the method. (POST, by far the most common, is left out, so the claims
+                // stored before the method counted still match their repeats.)
+                let identity: Vec<&[u8]> = if method == "POST" {
+                    vec![rest.as_bytes(), &body]
+                } else {
+                    vec![method.as_bytes(), rest.as_bytes(), &body]
                 };
                 let record = DeliveryRecord::pending(
                     method.clone(),
@@ -152,7 +167,7 @@ impl Ingest {
                 IngestWrite {
                     idem: header_key
                         .as_deref()
-                        .map(|k| self.claim(&scope, k, &[rest.as_bytes(), &body], now)),
+                        .map(|k| self.claim(&scope, k, &identity, now)),
                     event_id: None,
                     deliveries: vec![NewDelivery {
                         host: url_host_key(&url),

@@ -195,6 +195,33 @@ async fn duplicates_answer_the_original_and_create_nothing() {
         .await;
     assert_eq!(status, 202);
     assert_ne!(other["id"], first["id"]);
+    // The same target spelled another way is the same target.
+    let (status, again) = sidecar
+        .send(
+            &target.replacen("http://", "HTTP://", 1),
+            "{\"a\":1}",
+            Some("same-key"),
+        )
+        .await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    // Same key, target and body, another method: refused.
+    let put = |keys: &[&str]| {
+        let mut req = sidecar
+            .http
+            .put(sidecar.ingest_url(&format!("/{target}")))
+            .body("{\"a\":1}");
+        for k in keys {
+            req = req.header("idempotency-key", *k);
+        }
+        req.send()
+    };
+    let resp = put(&["same-key"]).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    // Two keys: which one is meant is unknown.
+    let resp = put(&["k1", "k2"]).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "invalid_idempotency_key", "{err}");
 
     receiver.wait_count(2).await;
     let m = sidecar.metrics().await;
@@ -204,11 +231,11 @@ async fn duplicates_answer_the_original_and_create_nothing() {
     );
     assert_eq!(
         metric(&m, "hookrelay_ingest_requests_total{outcome=\"duplicate\"}"),
-        Some(3.0)
+        Some(4.0)
     );
     assert_eq!(
         metric(&m, "hookrelay_ingest_requests_total{outcome=\"rejected\"}"),
-        Some(1.0)
+        Some(3.0)
     );
     assert_eq!(
         receiver
