@@ -329,7 +329,13 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     }
                     json!({ "filter": f })
                 }
-                _ => {
+                (true, true) => {
+                    return Err(CliError::Usage(
+                        "replay needs --id ... or filter flags (--status, --since, ...) to say what to replay"
+                            .into(),
+                    ));
+                }
+                (false, false) => {
                     return Err(CliError::Usage(
                         "replay takes either --id ... or filter flags (--status, --since, ...), not both"
                             .into(),

@@ -114,8 +114,12 @@ pub fn health(hosts: &HostHealth, gate: &EndpointGate) -> serde_json::Value {
     let hosts: Vec<serde_json::Value> = hosts
         .snapshot()
         .into_iter()
-        // A Retry-After hold that has passed is not news.
-        .filter(|(_, v)| v.circuit.is_open() || v.not_before.is_some_and(|t| t > now))
+        // A Retry-After hold that has passed is not news (nor shown beside an open circuit).
+        .map(|(host, mut v)| {
+            v.not_before = v.not_before.filter(|t| *t > now);
+            (host, v)
+        })
+        .filter(|(_, v)| v.circuit.is_open() || v.not_before.is_some())
         .map(|(host, v)| host_json(&host, Some(&v)))
         .collect();
     serde_json::json!({
@@ -307,4 +311,46 @@ pub struct StatsJson {
     pub oldest_pending_age_seconds: Option<u64>,
     pub paused: bool,
     pub paused_hosts: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn host_health_shows_only_holds_still_in_force() {
+        let hosts = HostHealth::default();
+        let now = clock::now_ms();
+        let view = |circuit, not_before| HostHealthView {
+            circuit,
+            not_before,
+        };
+        let open = Circuit::Open {
+            probe_at: now + 60_000,
+        };
+        hosts.set("open-old-hold:443", Some(view(open, Some(now - 1_000))));
+        hosts.set(
+            "held:443",
+            Some(view(Circuit::default(), Some(now + 60_000))),
+        );
+        hosts.set(
+            "passed:443",
+            Some(view(Circuit::default(), Some(now - 1_000))),
+        );
+        let json = health(&hosts, &EndpointGate::new(BTreeSet::new()));
+        let shown: Vec<(&str, bool)> = json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["host"].as_str().unwrap(),
+                    h["retry_after_until"].is_string(),
+                )
+            })
+            .collect();
+        assert_eq!(shown, [("held:443", true), ("open-old-hold:443", false)]);
+    }
 }

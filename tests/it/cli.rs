@@ -172,6 +172,14 @@ async fn operator_commands_work_against_a_live_sidecar() {
     );
     let both = cli(&sidecar, &["replay", "--id", a, "--status", "failed"]).await;
     assert_eq!(both.code, 2, "{}", both.stderr);
+    assert!(both.stderr.contains("not both"), "{}", both.stderr);
+    let neither = cli(&sidecar, &["replay"]).await;
+    assert_eq!(neither.code, 2, "{}", neither.stderr);
+    assert!(
+        neither.stderr.contains("to say what to replay"),
+        "{}",
+        neither.stderr
+    );
 
     sidecar.kill9();
     let down = cli(&sidecar, &["status"]).await;

@@ -94,6 +94,18 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
         ])
     );
     assert_eq!(sidecar.stats().await["counts"]["pending"], 0);
+    // An unknown id named twice is skipped once, as a known one is replayed once.
+    let (status, twice) = sidecar
+        .post_json(
+            "/v1/batches",
+            json!({"delivery_ids": ["dlv_bogus", "dlv_bogus"], "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{twice}");
+    assert_eq!(
+        twice["skipped"],
+        json!([{"id": "dlv_bogus", "reason": "not_found"}])
+    );
 
     // Over admin.max_batch: refused whole, and not recorded.
     let (status, err) = sidecar
@@ -178,7 +190,10 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
         .iter()
         .map(|b| &b["id"])
         .collect();
-    assert_eq!(listed, vec![&by_filter["id"], &real["id"], &dry["id"]]);
+    assert_eq!(
+        listed,
+        vec![&by_filter["id"], &real["id"], &twice["id"], &dry["id"]]
+    );
     let (status, one) = sidecar
         .get_json(&format!("/v1/batches/{}", real["id"].as_str().unwrap()))
         .await;
@@ -189,7 +204,8 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
     let (_, rest) = sidecar
         .get_json(&format!("/v1/batches?limit=2&cursor={cursor}"))
         .await;
-    assert_eq!(rest["data"][0]["id"], dry["id"]);
+    assert_eq!(rest["data"][0]["id"], twice["id"]);
+    assert_eq!(rest["data"][1]["id"], dry["id"]);
 
     let text = sidecar.metrics().await;
     assert_eq!(metric(&text, "hookrelay_replayed_total"), Some(5.0));

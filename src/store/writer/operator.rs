@@ -134,11 +134,15 @@ pub fn replay(
     let batch_id = ids.next(now);
     let mut deliveries = txn.open_table(DELIVERIES)?;
     let mut seen = HashSet::new();
+    let mut seen_text = HashSet::new();
     let mut sources = Vec::new();
     let mut skipped = Vec::new();
     for (text, id) in &w.requested {
         let Some(id) = *id else {
-            skipped.push((text.clone(), SkipReason::NotFound));
+            // Named twice, skipped once (as a valid id named twice is replayed once).
+            if seen_text.insert(text.as_str()) {
+                skipped.push((text.clone(), SkipReason::NotFound));
+            }
             continue;
         };
         if !seen.insert(id) {
