@@ -397,14 +397,19 @@ async fn operate(command: Command) -> Result<String, CliError> {
             let client = connect(&admin)?;
             let stats = client.get("/v1/stats", &[]).await?;
             let hosts = client.get("/v1/hosts", &[]).await?;
+            let health = client.get("/v1/health/hosts", &[]).await?;
             if admin.json {
-                let both = json!({ "stats": stats, "hosts": hosts["data"] });
+                let both = json!({
+                    "stats": stats,
+                    "hosts": hosts["data"],
+                    "disabled_endpoints": health["disabled_endpoints"],
+                });
                 return Ok(format!(
                     "{}\n",
                     serde_json::to_string_pretty(&both).unwrap_or_default()
                 ));
             }
-            Ok(render::status(&stats, &hosts))
+            Ok(render::status(&stats, &hosts, &health))
         }
         Command::Serve { .. }
         | Command::Config { .. }

@@ -198,7 +198,7 @@ pub fn pause(p: &Value) -> String {
     }
 }
 
-pub fn status(stats: &Value, hosts: &Value) -> String {
+pub fn status(stats: &Value, hosts: &Value, health: &Value) -> String {
     let mut out = String::new();
     out.push_str(if stats["paused"] == true {
         "delivery: PAUSED\n"
@@ -222,6 +222,18 @@ pub fn status(stats: &Value, hosts: &Value) -> String {
             .as_u64()
             .map_or("-".to_string(), |s| format!("{s}s ago"))
     ));
+    let disabled: Vec<&str> = health["disabled_endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !disabled.is_empty() {
+        out.push_str(&format!(
+            "disabled endpoints (410 Gone; `hookrelay endpoints enable NAME`): {}\n",
+            disabled.join(", ")
+        ));
+    }
     let hosts: Vec<Vec<String>> = hosts["data"]
         .as_array()
         .into_iter()
@@ -231,20 +243,46 @@ pub fn status(stats: &Value, hosts: &Value) -> String {
                 cell(&h["host"]),
                 cell(&h["pending"]),
                 cell(&h["in_progress"]),
-                if h["paused"] == true {
-                    "paused"
-                } else {
-                    "running"
-                }
-                .into(),
+                host_state(h),
+                h["rate_limit"].as_str().unwrap_or("-").to_string(),
             ]
         })
         .collect();
     if !hosts.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["HOST", "PENDING", "IN_PROGRESS", "STATE"], &hosts));
+        out.push_str(&table(
+            &["HOST", "PENDING", "IN_PROGRESS", "STATE", "RATE_LIMIT"],
+            &hosts,
+        ));
     }
     out
+}
+
+/// What holds a host, if anything: its pause, its circuit, a `Retry-After`, a disabled endpoint.
+fn host_state(h: &Value) -> String {
+    let mut parts = Vec::new();
+    if h["paused"] == true {
+        parts.push("paused".to_string());
+    }
+    match h["circuit"].as_str() {
+        Some("open") => parts.push(match h["next_probe_at"].as_str() {
+            Some(at) => format!("circuit open (probe at {at})"),
+            None => "circuit open".into(),
+        }),
+        Some("half_open") => parts.push("circuit half-open (probing)".into()),
+        _ => {}
+    }
+    if let Some(until) = h["retry_after_until"].as_str() {
+        parts.push(format!("Retry-After until {until}"));
+    }
+    if let Some(n) = h["held_for_disabled_endpoint"].as_u64().filter(|n| *n > 0) {
+        parts.push(format!("{n} held for a disabled endpoint"));
+    }
+    if parts.is_empty() {
+        "running".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +320,43 @@ mod tests {
         assert!(
             text.contains("dlv_a  failed") && text.ends_with("more: --cursor C\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn status_names_what_holds_each_host() {
+        let stats = serde_json::json!({"paused": false, "counts": {"pending": 3}});
+        let hosts = serde_json::json!({"data": [
+            {"host": "a:443", "pending": 1, "in_progress": 0, "paused": false, "circuit": "closed"},
+            {"host": "b:443", "pending": 1, "in_progress": 0, "paused": false, "circuit": "open",
+             "next_probe_at": "2026-11-29T05:00:00.000Z", "rate_limit": "20/s"},
+            {"host": "c:443", "pending": 1, "in_progress": 0, "paused": true, "circuit": "closed",
+             "retry_after_until": "2026-11-29T05:01:00.000Z", "held_for_disabled_endpoint": 1},
+        ]});
+        let health = serde_json::json!({"hosts": [], "disabled_endpoints": ["gone"]});
+        let text = status(&stats, &hosts, &health);
+        assert!(
+            text.contains("disabled endpoints (410 Gone; `hookrelay endpoints enable NAME`): gone"),
+            "{text}"
+        );
+        let line = |host: &str| {
+            text.lines()
+                .find(|l| l.starts_with(host))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("a:443").contains("running"), "{text}");
+        assert!(
+            line("b:443").contains("circuit open (probe at 2026-11-29T05:00:00.000Z)"),
+            "{text}"
+        );
+        assert!(line("b:443").contains("20/s"), "{text}");
+        let c = line("c:443");
+        assert!(
+            c.contains(
+                "paused; Retry-After until 2026-11-29T05:01:00.000Z; 1 held for a disabled endpoint"
+            ),
+            "{c}"
         );
     }
 }
