@@ -38,7 +38,9 @@ fn describe(e: &figment::Error) -> String {
     e.clone()
         .into_iter()
         .map(|e| {
-            let mut line = e.kind.to_string();
+            // figment quotes serde's own quoted list again: ``text` or `json`` reads better as
+            // `text` or `json`.
+            let mut line = e.kind.to_string().replace("``", "`");
             if !e.path.is_empty() {
                 line.push_str(&format!(" for key `{}`", e.path.join(".")));
             }
@@ -713,14 +715,49 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration: {e}"))
 }
 
+/// A duration as written in the config: a string such as `"5s"`. A bare number is refused
+/// with the unit it lacks named.
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"5s\", \"200ms\" or \"72h\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    "`{v}` needs a unit, as in \"{v}s\" (or ms, m, h, d)"
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    "`{v}` needs a unit, as in \"{v}s\" (or ms, m, h, d)"
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    "`{v}` needs a unit, as in \"{v}s\" (or ms, m, h, d)"
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
+    let DurationText(s) = DurationText::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+    let s = Option::<DurationText>::deserialize(d)?;
+    s.map(|DurationText(s)| parse_duration(&s).map_err(serde::de::Error::custom))
         .transpose()
 }
 
@@ -824,6 +861,7 @@ mod tests {
             ("[delivery]\nconcurrency = 0\n", "delivery.concurrency"),
             ("[retry]\nmultiplier = 0.5\n", "retry.multiplier"),
             ("[retry]\ninitial_delay = \"soon\"\n", "initial_delay"),
+            ("[retry]\ninitial_delay = 5\n", "needs a unit, as in \"5s\""),
             ("[ingest]\nnope = 1\n", "nope"),
             ("[bogus]\nx = 1\n", "bogus"),
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),

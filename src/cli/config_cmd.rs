@@ -74,7 +74,18 @@ fn show(file: Option<&Path>) -> ExitCode {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let rendered = config::layered(file, env.clone()).and_then(|f| render(&f));
     match rendered {
-        Ok(text) => print!("{text}"),
+        Ok(text) => {
+            print!("{text}");
+            if let Some(filter) = env
+                .iter()
+                .find(|(k, v)| k == "RUST_LOG" && !v.trim().is_empty())
+                .map(|(_, v)| v)
+            {
+                println!(
+                    "# RUST_LOG is set ({filter:?}): the log uses it in the place of log.level."
+                );
+            }
+        }
         Err(e) => {
             eprintln!("hookrelay: invalid configuration: {e}");
             return ExitCode::from(2);
