@@ -256,13 +256,32 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn connect(a: &AdminArgs) -> Result<AdminClient, CliError> {
-    // Beside the sidecar (`kubectl exec`, `docker exec`) its own variable is there: use it.
-    let token = a.token.clone().or_else(|| {
+    // Beside the sidecar (`kubectl exec`, `docker exec`) its own variable is there: use it, but
+    // only for a sidecar on this machine, so its token is never sent anywhere else.
+    let own = || {
         std::env::var("HOOKRELAY_ADMIN__TOKEN")
             .ok()
-            .filter(|t| !t.is_empty())
-    });
+            .filter(|t| !t.is_empty() && is_loopback_url(&a.admin_url))
+    };
+    let token = match (&a.token, own()) {
+        (Some(t), _) => Some((t.clone(), "--token or HOOKRELAY_ADMIN_TOKEN")),
+        (None, Some(t)) => Some((t, "HOOKRELAY_ADMIN__TOKEN")),
+        (None, None) => None,
+    };
     AdminClient::new(&a.admin_url, token)
+}
+
+/// Whether `url` names this machine (127.0.0.0/8, ::1 or localhost).
+fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// `--json` prints the value as the API gave it; otherwise `human` renders it.
@@ -436,6 +455,26 @@ fn path_segment(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_sidecars_own_token_is_only_for_a_sidecar_on_this_machine() {
+        for url in [
+            "http://127.0.0.1:7701",
+            "http://[::1]:7701/",
+            "http://localhost:7701",
+            "http://127.9.9.9",
+        ] {
+            assert!(super::is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:7701",
+            "https://admin.example.com",
+            "http://127.0.0.1.example.com",
+            "nonsense",
+        ] {
+            assert!(!super::is_loopback_url(url), "{url}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -425,6 +425,34 @@ fn toml_string(v: &str) -> String {
     out
 }
 
+/// A `delivery.host_rates` key as the queue names hosts (`model::url_host_key`): the host as a
+/// URL's parser writes it (lower case, IDN as punycode, IPv6 in brackets), then `:port` if one
+/// was given. None if it is not a host (or `host:port`) a URL could name.
+fn host_rate_key(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.contains('*') {
+        return None;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.starts_with('[')) =>
+        {
+            (h, Some(p.parse::<u16>().ok()?))
+        }
+        _ => (text, None),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let host = url::Host::parse(host).ok()?;
+    Some(match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
 impl RawConfig {
     fn rate_limits(&self) -> Result<RateLimits, ConfigError> {
         let default = match &self.delivery.per_host_rate {
@@ -436,17 +464,12 @@ impl RawConfig {
         let mut hosts = std::collections::HashMap::new();
         for (host, text) in &self.delivery.host_rates {
             let key = format!("delivery.host_rates.{host}");
-            let name = host.trim().to_ascii_lowercase();
-            let bad_name = name.is_empty()
-                || name.contains('/')
-                || name.contains('@')
-                || name.chars().any(char::is_whitespace);
-            if bad_name {
+            let Some(name) = host_rate_key(host) else {
                 return Err(invalid(
                     key,
-                    "must be a host name (any port) or host:port, as in \"api.example.com\" or \"[::1]:8443\"",
+                    "must be a host name (any port) or host:port as a delivery's URL names it, as in \"api.example.com\", \"api.example.com:8443\" or \"[::1]:8443\" (no wildcards)",
                 ));
-            }
+            };
             let rate = Rate::parse(text).map_err(|e| invalid(&key, e))?;
             if hosts.insert(name, rate).is_some() {
                 return Err(invalid(
@@ -856,12 +879,49 @@ mod tests {
     }
 
     #[test]
+    fn host_rate_keys_are_written_as_the_queue_names_hosts() {
+        for (key, want) in [
+            ("API.Example.com", "api.example.com"),
+            (" api.example.com:8443 ", "api.example.com:8443"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("[::1]", "[::1]"),
+            ("127.0.0.1:80", "127.0.0.1:80"),
+            ("bücher.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(host_rate_key(key).as_deref(), Some(want), "{key}");
+        }
+        for bad in ["", "::1", "*.example.com", "h:99999", "a b", "h/x", ":80"] {
+            assert_eq!(host_rate_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases: &[(&str, &str)] = &[
             ("[delivery]\nconcurrency = 0\n", "delivery.concurrency"),
             ("[retry]\nmultiplier = 0.5\n", "retry.multiplier"),
             ("[retry]\ninitial_delay = \"soon\"\n", "initial_delay"),
             ("[retry]\ninitial_delay = 5\n", "needs a unit, as in \"5s\""),
+            (
+                "[delivery]\nhost_rates = { \"::1\" = \"1/s\" }\n",
+                "delivery.host_rates.::1",
+            ),
+            (
+                "[delivery]\nhost_rates = { \"*.example.com\" = \"1/s\" }\n",
+                "delivery.host_rates.*.example.com",
+            ),
+            (
+                "[delivery]\nhost_rates = { \"h:99999\" = \"1/s\" }\n",
+                "delivery.host_rates.h:99999",
+            ),
+            (
+                "[delivery]\nhost_rates = { \"h\" = \"1/day\" }\n",
+                "delivery.host_rates.h",
+            ),
+            (
+                "[delivery]\nper_host_rate = \"fast\"\n",
+                "delivery.per_host_rate",
+            ),
             ("[ingest]\nnope = 1\n", "nope"),
             ("[bogus]\nx = 1\n", "bogus"),
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),

@@ -71,6 +71,9 @@ pub struct HostReport {
     pub signal: HostSignal,
     /// A `Retry-After` that holds every delivery to the host until then.
     pub hold_host_until: Option<u64>,
+    /// Whether a request went out (false: nothing was sent, so the host's rate limit gives the
+    /// attempt's place back).
+    pub sent: bool,
 }
 
 impl HostReport {
@@ -78,6 +81,7 @@ impl HostReport {
     pub const NEUTRAL: HostReport = HostReport {
         signal: HostSignal::Neutral,
         hold_host_until: None,
+        sent: false,
     };
 }
 
@@ -230,6 +234,11 @@ impl Deliverer {
         let report = HostReport {
             signal: classify::host_signal(classification),
             hold_host_until,
+            // Refused before sending: by the egress guard, or a request that cannot be built.
+            sent: !matches!(
+                classification,
+                Classification::EgressBlocked | Classification::InvalidRequest
+            ),
         };
         // A 410 keeps the slot until the endpoint is disabled, so the freed slot cannot start
         // another request to the endpoint that has just said it is gone.

@@ -164,10 +164,22 @@ impl Ingest {
                     now,
                     body.len(),
                 );
+                // The claim as the version before this one made it (the target as sent, no
+                // method), where that differs, so a retry across an upgrade still matches.
+                let legacy_scope = match &route {
+                    Route::Endpoint { .. } => scope.clone(),
+                    _ => format!("url\0{target}"),
+                };
+                let legacy = (legacy_scope != scope || method != "POST").then_some(legacy_scope);
                 IngestWrite {
-                    idem: header_key
-                        .as_deref()
-                        .map(|k| self.claim(&scope, k, &identity, now)),
+                    idem: header_key.as_deref().map(|k| {
+                        let mut claim = self.claim(&scope, k, &identity, now);
+                        claim.legacy = legacy.as_deref().map(|legacy_scope| {
+                            let old = self.claim(legacy_scope, k, &[rest.as_bytes(), &body], now);
+                            (old.key, old.body_hash)
+                        });
+                        claim
+                    }),
                     event_id: None,
                     deliveries: vec![NewDelivery {
                         host: url_host_key(&url),
@@ -313,6 +325,7 @@ impl Ingest {
                 .finalize()
                 .into(),
             expires_at: now.saturating_add(self.idempotency_window_ms),
+            legacy: None,
         }
     }
 

@@ -42,7 +42,14 @@ impl Default for LogConfig {
 /// The filter for `level`: the quiet defaults first, so `level` (later) can override them for
 /// a target it names. An error names what is wrong with `level`.
 pub fn filter(level: &str) -> Result<EnvFilter, String> {
-    let level = level.trim();
+    // tracing reads " info" as a target named " info": spaces around a directive are dropped.
+    let level = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    let level = level.as_str();
     if level.is_empty() {
         return Err("must not be empty (a level such as \"info\", or directives)".into());
     }
@@ -154,5 +161,14 @@ mod tests {
         let e = filter("debgu").unwrap_err();
         assert!(e.contains("`debgu` is not a level"), "{e}");
         assert!(filter("info,verbose").is_err());
+        // Spaces after the commas are the writer's, not part of a target.
+        assert_eq!(
+            passes("warn, hookrelay::deliver=debug", false),
+            (true, false, false, true)
+        );
+        assert_eq!(
+            passes("hookrelay::deliver=debug, warn", false),
+            (true, false, false, true)
+        );
     }
 }

@@ -29,9 +29,15 @@ pub fn message(payload: &(dyn Any + Send)) -> String {
 
 /// Replaces the default panic hook (a plain line on stderr) with an ERROR event in the log,
 /// with the thread, the source location and, when `RUST_BACKTRACE` asks for one, the backtrace.
-/// Unwinding is unchanged: the task or thread that panicked ends as before.
+/// If the log's filter drops that event (`log.level = "off"`), the default hook still prints
+/// it, so no panic goes unseen. Unwinding is unchanged: the task or thread that panicked ends
+/// as before.
 pub fn install_hook() {
-    std::panic::set_hook(Box::new(|info| {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !tracing::enabled!(tracing::Level::ERROR) {
+            return default(info);
+        }
         let thread = std::thread::current();
         let location = info
             .location()

@@ -143,7 +143,8 @@ impl Queue {
 
     /// Every host with pending or in-flight work, an open circuit or a `Retry-After` hold still
     /// in force at `now`, and every paused host, sorted by name. A hold that has passed is not
-    /// shown (an idle host keeps its entry until its next attempt; reading does not change it).
+    /// shown (an idle host keeps its entry until its next attempt or the sweep, `forget_idle`;
+    /// reading does not change it).
     pub fn hosts(&self, now: u64) -> Vec<HostLoad> {
         let mut out: Vec<HostLoad> = self
             .hosts
@@ -206,6 +207,11 @@ impl Queue {
         );
         hq.in_flight = hq.in_flight.saturating_sub(1);
         hq.recording += 1;
+        if let (false, Some(rate)) = (report.sent, hq.rate)
+            && let Some(tat) = self.paced.get_mut(host)
+        {
+            *tat = rate.refund(*tat);
+        }
         let before = (hq.circuit, hq.not_before);
         hq.circuit = hq.circuit.on_result(report.signal, now, breaker);
         if let Some(until) = report.hold_host_until {
@@ -1037,6 +1043,12 @@ mod tests {
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
     }
 
+    /// A neutral report from an attempt that sent its request.
+    const SENT: HostReport = HostReport {
+        sent: true,
+        ..HostReport::NEUTRAL
+    };
+
     fn limits(default: Option<&str>, hosts: &[(&str, &str)]) -> RateLimits {
         RateLimits {
             default: default.map(|r| Rate::parse(r).unwrap()),
@@ -1050,16 +1062,16 @@ mod tests {
     #[test]
     fn a_rate_limited_host_is_paced_and_others_flow() {
         let mut q = Queue::new(8).with_rates(limits(None, &[("paced", "2/s")]));
-        for i in 0..4 {
+        for i in 0..3 {
             q.push("paced:443", 0, Id(i));
         }
         q.push("free:80", 0, Id(100));
-        // Its burst (one second's worth: 2), then one every 500 ms; the other host is not held.
+        // One every 500 ms, no burst; the other host is not held.
         let mut started = Vec::new();
         for now in [0, 0, 0, 499, 500, 999, 1_000] {
             if let Some((id, host)) = q.pop_due(now) {
                 started.push((now, id.0, host.to_string()));
-                q.release(&host, HostReport::NEUTRAL, now);
+                q.release(&host, SENT, now);
                 q.finish(&host, id, None);
             }
         }
@@ -1068,7 +1080,7 @@ mod tests {
             .filter(|s| s.2 == "paced:443")
             .map(|s| (s.0, s.1))
             .collect();
-        assert_eq!(paced, [(0, 0), (0, 1), (500, 2), (1_000, 3)]);
+        assert_eq!(paced, [(0, 0), (500, 1), (1_000, 2)]);
         assert!(
             started.iter().any(|s| s.2 == "free:80" && s.0 == 0),
             "{started:?}"
@@ -1089,6 +1101,30 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_that_sent_nothing_gives_its_place_back() {
+        let mut q = Queue::new(8).with_rates(limits(None, &[("paced", "1/s")]));
+        for i in 0..3 {
+            q.push("paced:443", 0, Id(i));
+        }
+        // Held for a disabled endpoint: nothing sent, so the next one need not wait.
+        let (id, host) = q.pop_due(0).unwrap();
+        q.release(&host, HostReport::NEUTRAL, 0);
+        q.finish(&host, id, None);
+        let (id, host) = q
+            .pop_due(0)
+            .expect("not held for the attempt that sent nothing");
+        // This one was sent: the next waits a second.
+        let sent = HostReport {
+            sent: true,
+            ..HostReport::NEUTRAL
+        };
+        q.release(&host, sent, 0);
+        q.finish(&host, id, None);
+        assert_eq!(q.pop_due(999), None);
+        assert!(q.pop_due(1_000).is_some());
+    }
+
+    #[test]
     fn the_default_rate_applies_to_every_host_and_the_pacing_of_gone_hosts_is_swept() {
         let mut q = Queue::new(8).with_rates(limits(Some("1/min"), &[]));
         // Ten rounds of 200 hosts seen once each, a round every 70 s: each host's pace runs a
@@ -1100,7 +1136,7 @@ mod tests {
                 q.push(&host, 0, Id(u128::from(round * 1_000 + i)));
                 let (id, host) = q.pop_due(now).unwrap();
                 assert!(q.pop_due(now).is_none());
-                q.release(&host, HostReport::NEUTRAL, now);
+                q.release(&host, SENT, now);
                 q.finish(&host, id, None);
                 most = most.max(q.paced.len());
             }
@@ -1119,6 +1155,7 @@ mod tests {
         let failed = HostReport {
             signal: HostSignal::Failed,
             hold_host_until: None,
+            sent: true,
         };
         // dead:80 fails once: its circuit opens (probe at 100) and it has no work left.
         q.push("dead:80", 0, Id(1));
@@ -1131,6 +1168,7 @@ mod tests {
         let hold = HostReport {
             signal: HostSignal::Neutral,
             hold_host_until: Some(500),
+            sent: true,
         };
         q.release(&host, hold, 0);
         q.finish(&host, id, None);
@@ -1208,6 +1246,7 @@ mod tests {
         let failed = HostReport {
             signal: HostSignal::Failed,
             hold_host_until: None,
+            sent: true,
         };
         let mut q = Queue::new(1).with_breaker(policy);
         q.push("h:80", 0, Id(1));
@@ -1463,6 +1502,7 @@ mod tests {
             slot.release(HostReport {
                 signal: HostSignal::Healthy,
                 hold_host_until: None,
+                sent: true,
             });
             tokio::task::yield_now().await;
             AttemptResult::default()
@@ -1507,7 +1547,8 @@ mod tests {
                 &host,
                 HostReport {
                     signal: HostSignal::Neutral,
-                    hold_host_until: Some(1000)
+                    hold_host_until: Some(1000),
+                    sent: true,
                 },
                 5
             )
@@ -1531,6 +1572,7 @@ mod tests {
             HostReport {
                 signal: HostSignal::Neutral,
                 hold_host_until: Some(1000),
+                sent: true,
             },
             5,
         );
@@ -1549,6 +1591,7 @@ mod tests {
             HostReport {
                 signal: HostSignal::Neutral,
                 hold_host_until: Some(2000),
+                sent: true,
             },
             1000,
         );
@@ -1576,6 +1619,7 @@ mod tests {
                 HostReport {
                     signal: HostSignal::Failed,
                     hold_host_until: None,
+                    sent: true,
                 },
                 now,
             );
@@ -1593,6 +1637,7 @@ mod tests {
             HostReport {
                 signal: HostSignal::Failed,
                 hold_host_until: None,
+                sent: true,
             },
             110,
         );
@@ -1604,6 +1649,7 @@ mod tests {
             HostReport {
                 signal: HostSignal::Healthy,
                 hold_host_until: None,
+                sent: true,
             },
             215,
         );

@@ -26,12 +26,13 @@ pub enum CliError {
 
 pub struct AdminClient {
     base: String,
-    token: Option<String>,
+    /// The bearer token and where it came from (for the message of a 401).
+    token: Option<(String, &'static str)>,
     http: reqwest::Client,
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: Option<String>) -> Result<AdminClient, CliError> {
+    pub fn new(base: &str, token: Option<(String, &'static str)>) -> Result<AdminClient, CliError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -66,7 +67,7 @@ impl AdminClient {
         }
         let url = parsed.to_string();
         let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
+        if let Some((t, _)) = &self.token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
@@ -88,11 +89,9 @@ impl AdminClient {
         if status >= 400 {
             let mut message: String = json["error"]["message"].as_str().unwrap_or("").into();
             if status == 401 {
-                message.push_str(match self.token {
-                    None => " (give it with --token or HOOKRELAY_ADMIN_TOKEN)",
-                    Some(_) => {
-                        " (the token given with --token or HOOKRELAY_ADMIN_TOKEN was refused)"
-                    }
+                message.push_str(&match &self.token {
+                    None => " (give it with --token or HOOKRELAY_ADMIN_TOKEN)".to_string(),
+                    Some((_, from)) => format!(" (the token from {from} was refused)"),
                 });
             }
             return Err(CliError::Api {

@@ -51,6 +51,11 @@ pub struct IdemClaim {
     /// sha256 of what must match for a repeat to count as the same request.
     pub body_hash: [u8; 32],
     pub expires_at: u64,
+    /// The same claim as the version before schema 3's last change made it (`key`,
+    /// `body_hash`), when that differs: the target as sent, the method left out. Looked up
+    /// when `key` is not stored, so a request acked before an upgrade and retried after it is
+    /// still a duplicate. Never stored.
+    pub legacy: Option<([u8; 32], [u8; 32])>,
 }
 
 /// One delivery to create, encoded by the ingest thread so the writer only inserts bytes.
@@ -703,6 +708,26 @@ impl Writer {
                     break;
                 }
             }
+            if stored.is_none()
+                && let Some((key, body_hash)) = &claim.legacy
+            {
+                for at in self.idem.candidates(key) {
+                    if let Some(v) = t.idem_keys.get((at, key))? {
+                        let found = decode::<IdemRecord>("idem_keys", v.value())?;
+                        if found.expires_at > now {
+                            return Ok(if found.body_hash == *body_hash {
+                                IngestResult::Duplicate {
+                                    event_id: found.event_id,
+                                    ids: found.deliveries,
+                                }
+                            } else {
+                                IngestResult::KeyReused
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
             if let Some((at, found)) = stored {
                 if found.expires_at > now {
                     return Ok(if found.body_hash == claim.body_hash {
@@ -1173,10 +1198,54 @@ mod tests {
                 key: [key; 32],
                 body_hash: [body_hash; 32],
                 expires_at: u64::MAX,
+                legacy: None,
             }),
             ..one_delivery()
         };
         (WriteOp::Ingest(w, tx), rx)
+    }
+
+    /// As `keyed_ingest`, with a legacy form of the claim.
+    fn legacy_ingest(key: u8, body_hash: u8, legacy: (u8, u8)) -> (WriteOp, IngestRx) {
+        let (tx, rx) = oneshot::channel();
+        let w = IngestWrite {
+            idem: Some(IdemClaim {
+                key: [key; 32],
+                body_hash: [body_hash; 32],
+                expires_at: u64::MAX,
+                legacy: Some(([legacy.0; 32], [legacy.1; 32])),
+            }),
+            ..one_delivery()
+        };
+        (WriteOp::Ingest(w, tx), rx)
+    }
+
+    /// A request acked by the version before (its claim stored under the old key and hash) and
+    /// retried after the upgrade is a duplicate; another request under that key is refused.
+    #[test]
+    fn a_claim_stored_by_the_version_before_still_matches_in_its_legacy_form() {
+        let (_dir, _store, mut writer, _handle, _enqueued) =
+            writer_with_a_broken_table("host_pauses");
+        let (old, mut old_rx) = keyed_ingest(7, 1);
+        writer.commit_batch(&mut vec![old]);
+        let first = created(&mut old_rx);
+
+        let (retry, mut retry_rx) = legacy_ingest(9, 5, (7, 1));
+        writer.commit_batch(&mut vec![retry]);
+        assert!(matches!(
+            retry_rx.try_recv().unwrap(),
+            Ok(IngestResult::Duplicate { ids, .. }) if ids == vec![first]
+        ));
+        let (other, mut other_rx) = legacy_ingest(9, 5, (7, 2));
+        writer.commit_batch(&mut vec![other]);
+        assert!(matches!(
+            other_rx.try_recv().unwrap(),
+            Ok(IngestResult::KeyReused)
+        ));
+        // With no legacy claim stored, the new claim is made as usual.
+        let (fresh, mut fresh_rx) = legacy_ingest(10, 5, (11, 1));
+        writer.commit_batch(&mut vec![fresh]);
+        created(&mut fresh_rx);
     }
 
     fn refused<T: std::fmt::Debug>(rx: &mut oneshot::Receiver<Result<T, StoreError>>) -> String {

@@ -91,10 +91,13 @@ async fn dashboard_end_to_end() {
     let a = receiver().await;
     let b_recv = Receiver::ok().await;
     // The `later` endpoint retries after ten minutes, so a delivery to it waits with a countdown.
+    // Receiver B's host has a rate limit, which its row on the hosts page shows.
     let mut s = Sidecar::start(&format!(
         "{FAST_RETRY}[admin]\ntoken = \"{TOKEN}\"\n\
+         [delivery]\nhost_rates = {{ \"127.0.0.1:{}\" = \"50/s\" }}\n\
          [endpoints.later]\nurl = \"{}\"\n\
          [endpoints.later.retry]\ninitial_delay = \"10m\"\nmax_delay = \"1h\"\n",
+        b_recv.addr.port(),
         a.url("/later")
     ))
     .await;

@@ -1,4 +1,5 @@
-// Hosts: per destination host (host:port), the pending and in-flight work, whether it is paused
+// Hosts: per destination host (host:port), the pending and in-flight work, its rate limit if it
+// has one, whether it is paused
 // (with pause/resume for that host alone), and its circuit state when the server reports one
 // (from the host list itself or from GET /v1/health/hosts where that exists). Endpoints that
 // the server disabled (410 Gone) are listed with a button to enable them again.
@@ -87,8 +88,9 @@ function draw(body, ctx, list, health, pause, load) {
   }
   const hasCircuit = list.some((x) => circuit(x) !== null);
   const hasError = list.some((x) => x.last_error);
+  const hasRate = list.some((x) => x.rate_limit);
   fill(body, note, msg, table(
-    ["Host", "Pending", "In flight", "Next attempt", hasCircuit ? "Circuit" : null, "State", hasError ? "Last error" : null, h("span", { class: "sr-only" }, "Actions")].filter(Boolean),
+    ["Host", "Pending", "In flight", hasRate ? "Rate limit" : null, "Next attempt", hasCircuit ? "Circuit" : null, "State", hasError ? "Last error" : null, h("span", { class: "sr-only" }, "Actions")].filter(Boolean),
     list.map((x) => {
       const c = circuit(x);
       return h("tr", { "data-host": x.host },
@@ -97,6 +99,7 @@ function draw(body, ctx, list, health, pause, load) {
         h("td", { class: "num" }, x.pending,
           x.held_for_disabled_endpoint ? h("span", { class: "muted" }, ` (${x.held_for_disabled_endpoint} held)`) : null),
         h("td", { class: "num" }, x.in_progress ?? x.in_flight ?? 0),
+        hasRate ? h("td", { class: "mono" }, x.rate_limit || "—") : null,
         h("td", {}, x.next_attempt_at ? ["due ", when(x.next_attempt_at)]
           : x.held_for_disabled_endpoint ? h("span", { class: "muted" }, "held: endpoint disabled (see below)")
           : h("span", { class: "muted" }, "—")),

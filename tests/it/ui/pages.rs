@@ -62,6 +62,7 @@ pub(super) async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver)
     b.click("nav a[data-page=hosts]").await;
     let row = format!("tr[data-host=\"{host}\"]");
     b.wait_text(&row, "1").await;
+    b.wait_text(&row, "50/s").await;
     let slug = host.replace(['.', ':'], "-");
     b.click(&format!("#pause-{slug}")).await;
     b.confirm(Some("receiver B maintenance")).await;
