@@ -173,6 +173,7 @@ pub fn router(state: AdminState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(run_to_completion))
+        .layer(middleware::from_fn_with_state(state.clone(), browser_guard))
         // After the auth layer: the dashboard's files hold no data, and the page must load to
         // ask for the token. Its API calls go through the layer like any client's.
         .merge(ui::router())
@@ -197,6 +198,84 @@ async fn run_to_completion(req: Request, next: Next) -> Response {
         )
         .into_response(),
     }
+}
+
+/// What a web page in the operator's browser must not do, whatever else it loads: change
+/// anything from another origin (a cross-site form or `fetch` needs no token when none is set,
+/// and no CORS preflight for a "simple" request), or, without a token, read or change anything
+/// through a name of its own that it re-pointed at this machine (DNS rebinding: the Host is
+/// then the attacker's name). Clients that are not browsers send neither `Origin` nor
+/// `Sec-Fetch-Site`, and name the listener by address.
+async fn browser_guard(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Err(e) = browser_check(&s.config, &req) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn browser_check(config: &AdminConfig, req: &Request) -> Result<(), ApiError> {
+    let header = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let host = header(header::HOST)
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes {
+        let site = header(header::HeaderName::from_static("sec-fetch-site"));
+        let cross_site = site.is_some_and(|s| s != "same-origin" && s != "none");
+        let other_origin = header(header::ORIGIN).is_some_and(|origin| {
+            let authority = origin
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'));
+            match (authority, host.as_deref()) {
+                (Some(a), Some(h)) => !a.eq_ignore_ascii_case(h),
+                _ => true,
+            }
+        });
+        if cross_site || other_origin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin_refused",
+                "a web page from another origin may not change anything here (its Origin or Sec-Fetch-Site says so)",
+            ));
+        }
+    }
+    let probes = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if config.token.is_none() && !probes {
+        let name = host.as_deref().map(host_name).unwrap_or_default();
+        let allowed = host.is_none()
+            || name.eq_ignore_ascii_case("localhost")
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || config
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name));
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "without admin.token the admin API answers only requests that name it by IP address, localhost or a name in admin.allowed_hosts (`{name}` is none of these): a defence against DNS rebinding. Add the name to admin.allowed_hosts, or set admin.token"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The name part of a Host value: `[::1]:7701` -> `::1`, `localhost:7701` -> `localhost`.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 /// Whether `path` needs the token under this config.
@@ -333,12 +412,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_names_are_read_from_host_values() {
+        for (host, name) in [
+            ("[::1]:7701", "::1"),
+            ("[::1]", "::1"),
+            ("localhost:7701", "localhost"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("hookrelay", "hookrelay"),
+        ] {
+            assert_eq!(host_name(host), name, "{host}");
+        }
+    }
+
+    #[test]
     fn token_applies_to_everything_but_health_and_optionally_metrics() {
         let mut c = AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: None,
             metrics_public: false,
             max_batch: 10,
+            allowed_hosts: Vec::new(),
         };
         assert!(!needs_token(&c, "/v1/stats"));
         c.token = Some("0123456789abcdef".into());

@@ -100,6 +100,9 @@ pub struct AdminConfig {
     pub metrics_public: bool,
     /// Most deliveries one replay batch may name or match.
     pub max_batch: usize,
+    /// Without a token, the host names (besides IP addresses and localhost) the admin API
+    /// answers to in the Host header: a defence against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

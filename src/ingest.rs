@@ -94,6 +94,16 @@ impl Ingest {
             return Err(Reject::new(503, "overloaded", why));
         }
         let req = session.req_header();
+        // A web page in a browser on this machine can reach localhost too: its cross-site POST
+        // needs no preflight, and would be signed and delivered as the app's. Browsers mark
+        // every such request (Origin, Sec-Fetch-Site); an app's HTTP client marks none.
+        if req.headers.contains_key("origin") || req.headers.contains_key("sec-fetch-site") {
+            return Err(Reject::new(
+                403,
+                "browser_request_refused",
+                "ingest takes webhooks from the app, not from a web page (the request carries Origin or Sec-Fetch-Site)",
+            ));
+        }
         let method = req.method.as_str().to_string();
         let path_and_query = req
             .uri

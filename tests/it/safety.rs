@@ -662,3 +662,103 @@ async fn credentials_in_a_target_are_delivered_but_never_shown() {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }
+
+/// A web page open in a browser on the same machine can reach localhost. It must not be able
+/// to send webhooks through ingest, change anything through the admin API from its own origin,
+/// or (without a token) read the admin API through a name of its own re-pointed at 127.0.0.1.
+#[tokio::test]
+async fn web_pages_cannot_use_ingest_or_the_admin_api() {
+    let receiver = Receiver::ok().await;
+    let mut sidecar = Sidecar::start("").await;
+    let http = &sidecar.http;
+    let code = |v: &serde_json::Value| v["error"]["code"].as_str().unwrap_or_default().to_string();
+
+    // Ingest: anything a browser marks is refused, nothing stored.
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let resp = http
+            .post(sidecar.ingest_url(&format!("/{}", receiver.url("/forged"))))
+            .header(name, value)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{name}");
+        assert_eq!(
+            code(&resp.json::<serde_json::Value>().await.unwrap()),
+            "browser_request_refused"
+        );
+    }
+    assert_eq!(sidecar.stats().await["counts"]["pending"], 0);
+
+    // Admin, no token: a change from another origin is refused...
+    let pause = |headers: &[(&str, &str)]| {
+        let mut req = http
+            .post(sidecar.admin_url("/v1/pause"))
+            .header("content-type", "text/plain")
+            .body("{}");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        req.send()
+    };
+    for headers in [
+        &[("origin", "http://evil.example")][..],
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("origin", "null")][..],
+    ] {
+        let resp = pause(headers).await.unwrap();
+        assert_eq!(resp.status(), 403, "{headers:?}");
+        assert_eq!(
+            code(&resp.json::<serde_json::Value>().await.unwrap()),
+            "cross_origin_refused"
+        );
+    }
+    assert_eq!(sidecar.get_json("/v1/pause").await.1["paused"], false);
+    // ...one from the dashboard's own origin is not.
+    let own = format!("http://{}", sidecar.admin);
+    let resp = pause(&[("origin", &own), ("sec-fetch-site", "same-origin")])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Without a token, a name that is not an address, localhost or allowed is refused (DNS
+    // rebinding), but the probes and /metrics still answer to any name.
+    let get = |path: &str, host: &str| {
+        http.get(sidecar.admin_url(path))
+            .header("host", host.to_string())
+            .send()
+    };
+    let port = sidecar.admin.port();
+    let rebound = format!("rebind.attacker.test:{port}");
+    let resp = get("/v1/deliveries", &rebound).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        code(&resp.json::<serde_json::Value>().await.unwrap()),
+        "host_not_allowed"
+    );
+    assert_eq!(get("/readyz", &rebound).await.unwrap().status(), 200);
+    assert_eq!(get("/metrics", &rebound).await.unwrap().status(), 200);
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        assert_eq!(
+            get("/v1/stats", &host).await.unwrap().status(),
+            200,
+            "{host}"
+        );
+    }
+    // A name the operator allows is answered.
+    sidecar.kill9();
+    sidecar.set_extra_config("[admin]\nallowed_hosts = [\"hookrelay\"]\n");
+    sidecar.restart().await;
+    let http = &sidecar.http;
+    let resp = http
+        .get(sidecar.admin_url("/v1/stats"))
+        .header("host", format!("HookRelay:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
