@@ -443,6 +443,18 @@ impl Deliverer {
                 "endpoint `{name}` is no longer configured, so its headers and signing secret are unknown; nothing was sent (configure it again and replay this delivery)"
             )));
         }
+        if let Some(ep) = endpoint
+            && !crate::ingest::request::stays_under(&ep.url, &record.target)
+        {
+            // The endpoint was pointed elsewhere since: its current headers and signing secret
+            // belong to the new URL and must not go to the old one.
+            return Err(invalid(format!(
+                "endpoint `{}` now points at {}, not at {}, which this delivery was stored for; nothing was sent (a replay of it fails the same way: send it to the endpoint again instead)",
+                ep.name,
+                crate::model::redact_userinfo(ep.url.as_str()),
+                crate::model::redact_userinfo(&record.target),
+            )));
+        }
         let method = Method::from_bytes(record.method.as_bytes())
             .map_err(|_| invalid(format!("bad method {}", record.method)))?;
         // Ingest validated every stored target; a record that fails here was not written by it.
@@ -545,13 +557,18 @@ pub(crate) mod tests {
     /// Stores one pending delivery of `{}` to `http://127.0.0.1:9/x` (for `endpoint`, if any),
     /// due now.
     pub(crate) async fn ingest_one(writer: &WriterHandle, endpoint: Option<&str>) -> Id {
+        ingest_to(writer, endpoint, "http://127.0.0.1:9/x").await
+    }
+
+    /// As [`ingest_one`], to `target`.
+    async fn ingest_to(writer: &WriterHandle, endpoint: Option<&str>, target: &str) -> Id {
         let write = IngestWrite {
             idem: None,
             event_id: None,
             deliveries: vec![NewDelivery {
                 record: encode(&DeliveryRecord::pending(
                     "POST".into(),
-                    "http://127.0.0.1:9/x".into(),
+                    target.into(),
                     endpoint.map(String::from),
                     None,
                     None,
@@ -697,6 +714,25 @@ pub(crate) mod tests {
             error.contains("`removed` is no longer configured"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_stored_for_an_endpoints_old_url_is_not_sent_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = deliverer(dir.path(), &store, 200);
+        // Stored while `orders` pointed at port 10; it points at port 9 now.
+        let id = ingest_to(&d.writer, Some("orders"), "http://127.0.0.1:10/x").await;
+        let (slot, _) = watched(&store, id);
+        d.attempt(id, slot).await;
+        let attempts = store.attempts(id).unwrap();
+        assert_eq!(attempts[0].classification, Classification::InvalidRequest);
+        let error = attempts[0].error.as_deref().unwrap();
+        assert!(
+            error.contains("now points at http://127.0.0.1:9/"),
+            "{error}"
+        );
+        assert_eq!(store.delivery(id).unwrap().unwrap().status, Status::Failed);
     }
 
     /// Counts the requests it is asked to send, answering 200.

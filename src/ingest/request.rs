@@ -83,6 +83,22 @@ pub fn route(
             ));
         };
         let target = join_endpoint(endpoint.url.as_str(), rest);
+        // A receiver that decodes `%2F` (or `%5C`) before it resolves `..` would read
+        // `..%2Fadmin` as `../admin`: such a rest is refused whatever the URL parser makes of it.
+        let rest_path = rest
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if ["%2f", "%5c", "%2e"].iter().any(|e| rest_path.contains(e)) {
+            return Err(Reject::new(
+                400,
+                "invalid_target",
+                format!(
+                    "`{rest}`: an encoded `/`, `\\` or `.` in the path after endpoint `{name}` is refused (it could lead out of the endpoint's path at the receiver)"
+                ),
+            ));
+        }
         if !stays_under(&endpoint.url, &target) {
             return Err(Reject::new(
                 400,
@@ -151,7 +167,7 @@ pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
 /// endpoint once dot segments (`..`, `%2e%2e`) are resolved: the endpoint's headers and
 /// signature must not be sent to a sibling path. A target that does not parse is left to the
 /// target check, which names the problem.
-fn stays_under(base: &url::Url, target: &str) -> bool {
+pub(crate) fn stays_under(base: &url::Url, target: &str) -> bool {
     let Ok(t) = url::Url::parse(target) else {
         return true;
     };
@@ -396,6 +412,32 @@ mod tests {
                 "POST",
                 "/e/orders/x/../../basement",
                 Err(err(400, "invalid_target")),
+            ),
+            // Encoded separators a receiver might decode before resolving `..`.
+            (
+                "POST",
+                "/e/orders/..%2Fadmin",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/e/orders/x/..%5cadmin",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/e/orders/%2E%2e%2fadmin",
+                Err(err(400, "invalid_target")),
+            ),
+            // In the query they are data.
+            (
+                "POST",
+                "/e/orders/x?next=%2F..%2F",
+                ep(
+                    "orders",
+                    "https://r.example/base/x?next=%2F..%2F",
+                    "/x?next=%2F..%2F",
+                ),
             ),
             ("POST", "/v1/events", Ok(Route::Envelope)),
             ("GET", "/v1/events", Err(err(405, "method_not_allowed"))),
