@@ -32,6 +32,26 @@ pub enum ConfigError {
     MissingFile(PathBuf),
 }
 
+/// A TOML parse error quotes the offending line of the file, which may hold a secret (an
+/// unclosed `token = "...`): only its position and reason are kept.
+fn without_source_lines(message: &str) -> String {
+    if !message.starts_with("TOML parse error") {
+        return message.to_string();
+    }
+    message
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with('|')
+                || t.split_once(" |")
+                    .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok()))
+        })
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// figment's errors, one per line, naming the key as the operator writes it (`retry.max_delay`;
 /// figment's own text puts its profile name in front, `default.retry.max_delay`).
 fn describe(e: &figment::Error) -> String {
@@ -40,7 +60,7 @@ fn describe(e: &figment::Error) -> String {
         .map(|e| {
             // figment quotes serde's own quoted list again: ``text` or `json`` reads better as
             // `text` or `json`.
-            let mut line = e.kind.to_string().replace("``", "`");
+            let mut line = without_source_lines(&e.kind.to_string()).replace("``", "`");
             if !e.path.is_empty() {
                 line.push_str(&format!(" for key `{}`", e.path.join(".")));
             }
@@ -896,6 +916,16 @@ mod tests {
         for bad in ["", "::1", "*.example.com", "h:99999", "a b", "h/x", ":80"] {
             assert_eq!(host_rate_key(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_parse_error_does_not_quote_the_line_that_may_hold_a_secret() {
+        let e = load("[admin]\ntoken = \"SECRET12345678901234\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        assert!(e.contains("line 2, column"), "{e}");
+        assert!(e.contains("invalid basic string"), "{e}");
     }
 
     #[test]

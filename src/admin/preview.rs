@@ -37,7 +37,7 @@ const SECRET_PARTS: &[&str] = &[
 /// Names that contain a secret-looking part but are not secrets.
 const PUBLIC_NAMES: &[&str] = &["idempotency-key"];
 /// Value prefixes of credentials, compared case-insensitively.
-const SECRET_VALUE_PREFIXES: &[&str] = &["bearer ", "basic ", "digest ", "token "];
+const SECRET_VALUE_SCHEMES: &[&str] = &["bearer", "basic", "digest", "token"];
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct HeaderJson {
@@ -88,10 +88,17 @@ pub fn is_secret(name: &str, value: &str) -> bool {
     if PUBLIC_NAMES.contains(&name.as_str()) {
         return false;
     }
-    let value = value.trim_start().to_ascii_lowercase();
+    // The scheme word of `Bearer abc`, `Basic\tabc`: any whitespace ends it.
+    let scheme = value
+        .trim_start()
+        .split(|c: char| c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let has_credentials = value.trim_start().len() > scheme.len();
     SECRET_NAMES.contains(&name.as_str())
         || SECRET_PARTS.iter().any(|part| name.contains(part))
-        || SECRET_VALUE_PREFIXES.iter().any(|p| value.starts_with(p))
+        || (has_credentials && SECRET_VALUE_SCHEMES.contains(&scheme.as_str()))
 }
 
 /// Up to `max` bytes of `body` as UTF-8, cut at a character boundary; `None` if it is not text.
@@ -123,6 +130,8 @@ mod tests {
             ("x-auth-token", "t", true),
             ("x-custom", "Bearer abc", true),
             ("x-custom", "  basic Zm9vOmJhcg==", true),
+            ("x-custom", "Bearer\tabc", true),
+            ("x-custom", "token", false),
             ("idempotency-key", "ord-1", false),
             ("content-type", "application/json", false),
             ("user-agent", "app/1.0", false),

@@ -180,7 +180,13 @@ fn order_hint(path: &[String], key: &str) -> usize {
 
 /// The TOML text of `value` as `config show` prints it: redacted if `path` names a secret.
 fn shown(path: &[String], value: &Value) -> String {
-    if is_secret(path) {
+    let secret_header = match (path.len().checked_sub(2).map(|i| &path[i]), value) {
+        (Some(table), Value::String(_, v)) if table == "headers" => {
+            crate::admin::preview::is_secret(&path[path.len() - 1], v)
+        }
+        _ => false,
+    };
+    if secret_header || is_secret(path) {
         return match value {
             Value::Array(_, items) => {
                 format!("[{}]", vec![toml_str(REDACTED); items.len()].join(", "))
@@ -189,7 +195,7 @@ fn shown(path: &[String], value: &Value) -> String {
         };
     }
     if let Value::String(_, s) = value {
-        return toml_str(&redact_url_password(s));
+        return toml_str(&redact_url(s));
     }
     toml::Value::try_from(value)
         .map(|v| v.to_string())
@@ -223,15 +229,34 @@ pub fn is_secret(path: &[String]) -> bool {
     })
 }
 
-/// `https://user:pw@host/` becomes `https://user:redacted@host/`; anything else is unchanged.
-fn redact_url_password(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => s.to_string(),
+/// A URL's credentials hidden: its user and password (`https://***@host/`), and the values
+/// of query parameters whose names look like credentials (`?api_key=<redacted>`). Anything
+/// that is not a URL is unchanged.
+fn redact_url(s: &str) -> String {
+    let Ok(mut u) = url::Url::parse(s) else {
+        return s.to_string();
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return s.to_string();
     }
+    let secret_query = u
+        .query_pairs()
+        .any(|(k, v)| crate::admin::preview::is_secret(&k, &v));
+    if secret_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if crate::admin::preview::is_secret(&k, &v) {
+                    REDACTED.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    crate::model::redact_userinfo(u.as_str()).into_owned()
 }
 
 fn toml_str(s: &str) -> String {
@@ -279,8 +304,9 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h\"\n\
-             headers = { Authorization = \"Bearer abc\", X-Trace = \"t\" }\n",
+            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h?api_key=k3y&v=2\"\n\
+             headers = { Authorization = \"Bearer abc\", X-Trace = \"t\", X-Auth-Key = \"cf\", X-Custom = \"Bearer\\tzz\" }\n\
+             [endpoints.gh]\nurl = \"https://ghp_t0k@example.com/g\"\n",
         )
         .unwrap();
         let env = [
@@ -303,8 +329,24 @@ mod tests {
         );
         assert!(line("Authorization =").starts_with("Authorization = \"<redacted>\""));
         assert!(line("X-Trace =").starts_with("X-Trace = \"t\""));
-        assert!(line("url =").starts_with("url = \"https://u:redacted@example.com/h\""));
-        assert!(!text.contains("Bearer abc") && !text.contains(":pw@"));
+        assert!(line("X-Auth-Key =").starts_with("X-Auth-Key = \"<redacted>\""));
+        assert!(line("X-Custom =").starts_with("X-Custom = \"<redacted>\""));
+        let urls: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("url ="))
+            .map(String::from)
+            .collect();
+        assert!(
+            urls[0].starts_with("url = \"https://***@example.com/g\""),
+            "{urls:?}"
+        );
+        assert!(
+            urls[1].starts_with("url = \"https://***@example.com/h?api_key=%3Credacted%3E&v=2\""),
+            "{urls:?}"
+        );
+        for secret in ["Bearer abc", ":pw@", "k3y", "ghp_t0k", "\"cf\"", "zz"] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
         // Sections follow config/default.toml: ingest first.
         let first = text.lines().find(|l| l.starts_with('[')).unwrap();
         assert_eq!(first, "[ingest]");
