@@ -228,17 +228,20 @@ fn browser_check(config: &AdminConfig, req: &Request) -> Result<(), ApiError> {
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if changes {
+        // A browser that sends Sec-Fetch-Site says itself where the request comes from (a
+        // reverse proxy may rewrite Host, so Origin is compared with it only without one).
         let site = header(header::HeaderName::from_static("sec-fetch-site"));
         let cross_site = site.is_some_and(|s| s != "same-origin" && s != "none");
-        let other_origin = header(header::ORIGIN).is_some_and(|origin| {
-            let authority = origin
-                .split_once("://")
-                .map(|(_, rest)| rest.trim_end_matches('/'));
-            match (authority, host.as_deref()) {
-                (Some(a), Some(h)) => !a.eq_ignore_ascii_case(h),
-                _ => true,
-            }
-        });
+        let other_origin = site.is_none()
+            && header(header::ORIGIN).is_some_and(|origin| {
+                let authority = origin
+                    .split_once("://")
+                    .map(|(_, rest)| rest.trim_end_matches('/'));
+                match (authority, host.as_deref()) {
+                    (Some(a), Some(h)) => !a.eq_ignore_ascii_case(h),
+                    _ => true,
+                }
+            });
         if cross_site || other_origin {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -249,14 +252,19 @@ fn browser_check(config: &AdminConfig, req: &Request) -> Result<(), ApiError> {
     }
     let probes = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
     if config.token.is_none() && !probes {
-        let name = host.as_deref().map(host_name).unwrap_or_default();
+        // `localhost.` is `localhost`: one trailing dot is dropped, here and in the list.
+        let name = host
+            .as_deref()
+            .map(host_name)
+            .unwrap_or_default()
+            .trim_end_matches('.');
         let allowed = host.is_none()
             || name.eq_ignore_ascii_case("localhost")
             || name.parse::<std::net::IpAddr>().is_ok()
             || config
                 .allowed_hosts
                 .iter()
-                .any(|h| h.eq_ignore_ascii_case(name));
+                .any(|h| h.trim_end_matches('.').eq_ignore_ascii_case(name));
         if !allowed {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

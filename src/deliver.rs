@@ -83,6 +83,12 @@ impl HostReport {
         hold_host_until: None,
         sent: false,
     };
+    /// From an attempt whose slot was dropped without a report (a panic, shutdown): its request
+    /// may have gone out, so it keeps its place in the host's rate.
+    pub const DROPPED: HostReport = HostReport {
+        sent: true,
+        ..HostReport::NEUTRAL
+    };
 }
 
 /// Hands an attempt's request slots (its host's and the global one) back to the scheduler,
@@ -106,7 +112,7 @@ impl SlotRelease {
 impl Drop for SlotRelease {
     fn drop(&mut self) {
         if let Some(release) = self.0.take() {
-            release(HostReport::NEUTRAL);
+            release(HostReport::DROPPED);
         }
     }
 }
@@ -159,17 +165,27 @@ impl Deliverer {
     /// Makes one attempt, unless the delivery's endpoint is disabled. `slot` is released as
     /// soon as the exchange with the host is over, before the attempt is recorded.
     pub async fn attempt(&self, id: Id, slot: SlotRelease) -> AttemptResult {
+        // Nothing is sent on these paths: the host's rate gets the attempt's place back.
+        let unsent = |slot: SlotRelease| slot.release(HostReport::NEUTRAL);
         let loaded = match self.store.delivery_with_payload(id) {
             Ok(Some(found)) => found,
             // Pruned, or removed by an operator: nothing to do.
-            Ok(None) => return AttemptResult::default(),
-            Err(e) => return load_failed(id, &e),
+            Ok(None) => {
+                unsent(slot);
+                return AttemptResult::default();
+            }
+            Err(e) => {
+                unsent(slot);
+                return load_failed(id, &e);
+            }
         };
         let (record, payload) = loaded;
         if record.status != Status::Pending {
+            unsent(slot);
             return AttemptResult::default();
         }
         if let Some(held) = self.held(&record) {
+            unsent(slot);
             return held;
         }
         let number = record.attempt_count + 1;
@@ -444,7 +460,7 @@ impl Deliverer {
             )));
         }
         if let Some(ep) = endpoint
-            && !crate::ingest::request::stays_under(&ep.url, &record.target)
+            && !crate::ingest::request::built_from(&ep.url, &record.target)
         {
             // The endpoint was pointed elsewhere since: its current headers and signing secret
             // belong to the new URL and must not go to the old one.

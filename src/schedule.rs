@@ -199,6 +199,27 @@ impl Queue {
     /// the host's until [`Queue::finish`]. Returns the host's health when it changed, for the
     /// admin view.
     pub fn release(&mut self, host: &str, report: HostReport, now: u64) -> Option<HostHealthView> {
+        let paced_at = self.paced_at(host);
+        self.release_paced(host, report, now, paced_at)
+    }
+
+    /// The host's pace (its theoretical arrival time, see `pace.rs`) as it stands, if it is
+    /// paced: read right after `pop_due`, it is what that start left.
+    pub fn paced_at(&self, host: &str) -> Option<u64> {
+        self.paced.get(host).copied()
+    }
+
+    /// As [`Queue::release`]. An attempt that sent nothing gives its place in the host's rate
+    /// back, but only if no later start has taken the following place (`paced_at`, the pace its
+    /// own start left, is still the host's): giving it back then would let the next start
+    /// come closer than the rate allows after that later one.
+    pub fn release_paced(
+        &mut self,
+        host: &str,
+        report: HostReport,
+        now: u64,
+        paced_at: Option<u64>,
+    ) -> Option<HostHealthView> {
         let breaker = self.breaker;
         let hq = self.hosts.get_mut(host)?;
         debug_assert!(
@@ -209,6 +230,7 @@ impl Queue {
         hq.recording += 1;
         if let (false, Some(rate)) = (report.sent, hq.rate)
             && let Some(tat) = self.paced.get_mut(host)
+            && Some(*tat) == paced_at
         {
             *tat = rate.refund(*tat);
         }
@@ -434,9 +456,11 @@ impl Backlog {
 /// recorded as an `INTERNAL_ERROR` attempt by a task of its own, which reports `Recorded`, or
 /// `Unrecorded` if it too ends without a result.
 enum Finished {
+    /// `paced_at` is the host's pace as this attempt's start left it (see `Queue::release`).
     Released {
         host: Host,
         report: HostReport,
+        paced_at: Option<u64>,
     },
     Recorded {
         id: Id,
@@ -668,7 +692,8 @@ impl Scheduler {
                     let Some((id, host)) = self.queue.pop_due(now) else {
                         break;
                     };
-                    self.dispatch(id, host, done_tx.clone());
+                    let paced_at = self.queue.paced_at(&host);
+                    self.dispatch(id, host, paced_at, done_tx.clone());
                 }
             }
             // Pending as the store counts it (`in_progress` apart): held deliveries included.
@@ -754,9 +779,16 @@ impl Scheduler {
             // Every attempt releases its slot, even one that never reached the host (endpoint
             // disabled, delivery gone): a half-open circuit must not wait forever for a probe
             // result that will not come.
-            Finished::Released { host, report } => {
+            Finished::Released {
+                host,
+                report,
+                paced_at,
+            } => {
                 self.attempts.released();
-                if let Some(view) = self.queue.release(&host, report, clock::now_ms()) {
+                if let Some(view) =
+                    self.queue
+                        .release_paced(&host, report, clock::now_ms(), paced_at)
+                {
                     self.publish_health(&host, view);
                 }
             }
@@ -867,11 +899,17 @@ impl Scheduler {
         }
     }
 
-    fn dispatch(&mut self, id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>) {
+    fn dispatch(
+        &mut self,
+        id: Id,
+        host: Host,
+        paced_at: Option<u64>,
+        done_tx: mpsc::UnboundedSender<Finished>,
+    ) {
         self.in_flight.insert(id);
         self.attempts.started();
         let deliverer = self.deliverer.clone();
-        spawn_attempt(id, host, done_tx, move |slot| async move {
+        spawn_attempt(id, host, paced_at, done_tx, move |slot| async move {
             deliverer.attempt(id, slot).await
         });
     }
@@ -917,8 +955,13 @@ fn unrecorded_delay_ms(times: u32) -> u64 {
 /// is done or dropped, so an attempt that panics is tried again later instead of staying in
 /// flight until a restart. (Locals drop in reverse order, so the slot, held by the attempt's
 /// future, goes first.)
-fn spawn_attempt<F, Fut>(id: Id, host: Host, done_tx: mpsc::UnboundedSender<Finished>, attempt: F)
-where
+fn spawn_attempt<F, Fut>(
+    id: Id,
+    host: Host,
+    paced_at: Option<u64>,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    attempt: F,
+) where
     F: FnOnce(SlotRelease) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = AttemptResult> + Send + 'static,
 {
@@ -927,6 +970,7 @@ where
         let _ = release_tx.send(Finished::Released {
             host: release_host,
             report,
+            paced_at,
         });
     });
     spawn_reported(
@@ -1125,6 +1169,25 @@ mod tests {
     }
 
     #[test]
+    fn a_place_is_given_back_only_if_no_later_start_took_the_next_one() {
+        let mut q = Queue::new(8).with_rates(limits(None, &[("paced", "1/s")]));
+        for i in 0..3 {
+            q.push("paced:443", 0, Id(i));
+        }
+        // A starts at 0, B at 1000; then A turns out to have sent nothing.
+        let (a, host) = q.pop_due(0).unwrap();
+        let a_paced = q.paced_at(&host);
+        let (b, _) = q.pop_due(1_000).unwrap();
+        q.release_paced(&host, HostReport::NEUTRAL, 1_001, a_paced);
+        q.finish(&host, a, None);
+        // C still waits a second after B.
+        assert_eq!(q.pop_due(1_999), None);
+        q.release(&host, SENT, 1_001);
+        q.finish(&host, b, None);
+        assert!(q.pop_due(2_000).is_some());
+    }
+
+    #[test]
     fn the_default_rate_applies_to_every_host_and_the_pacing_of_gone_hosts_is_swept() {
         let mut q = Queue::new(8).with_rates(limits(Some("1/min"), &[]));
         // Ten rounds of 200 hosts seen once each, a round every 70 s: each host's pace runs a
@@ -1277,14 +1340,15 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_that_panics_releases_its_slot_then_reports_it_was_abandoned() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        spawn_attempt(Id(7), Arc::from("h:80"), tx, |slot| async move {
+        spawn_attempt(Id(7), Arc::from("h:80"), None, tx, |slot| async move {
             let _held = slot;
             tokio::task::yield_now().await;
             panic!("a bug in an attempt");
         });
         match rx.recv().await {
-            Some(Finished::Released { host, report }) => {
-                assert_eq!((&*host, report), ("h:80", HostReport::NEUTRAL));
+            Some(Finished::Released { host, report, .. }) => {
+                // Its request may have gone out: it keeps its place in the host's rate.
+                assert_eq!((&*host, report), ("h:80", HostReport::DROPPED));
             }
             _ => panic!("expected Released first"),
         }
@@ -1460,6 +1524,7 @@ mod tests {
                 Finished::Released {
                     host: host.clone(),
                     report: HostReport::NEUTRAL,
+                    paced_at: None,
                 },
                 &done_tx,
             );
@@ -1498,7 +1563,7 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_reports_released_then_recorded_with_its_result() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        spawn_attempt(Id(8), Arc::from("h:80"), tx, |slot| async move {
+        spawn_attempt(Id(8), Arc::from("h:80"), None, tx, |slot| async move {
             slot.release(HostReport {
                 signal: HostSignal::Healthy,
                 hold_host_until: None,

@@ -53,6 +53,9 @@ pub(crate) const HOST_PAUSES: TableDefinition<&str, &[u8]> = TableDefinition::ne
 /// `meta` keys.
 pub(crate) const META_COUNTS: &str = "counts";
 pub(crate) const META_PAUSE: &str = "pause";
+/// When this store was first opened by a version whose idempotency hash covers the method
+/// (ms): claims made before it may be matched in their legacy form (`IdemClaim::legacy`).
+pub(crate) const META_IDEM_METHOD_SINCE: &str = "idem_method_since";
 
 /// Page cache for stores opened without a configured size (tests and tools).
 const DEFAULT_CACHE_BYTES: usize = 32 << 20;
@@ -219,12 +222,28 @@ impl Store {
                     meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
                 }
             }
+            if meta.get(META_IDEM_METHOD_SINCE)?.is_none() {
+                meta.insert(
+                    META_IDEM_METHOD_SINCE,
+                    encode(&crate::clock::now_ms()).as_slice(),
+                )?;
+            }
         }
         txn.commit()?;
         Ok(Store {
             db: Arc::new(db),
             path: Arc::new(path),
         })
+    }
+
+    /// See [`META_IDEM_METHOD_SINCE`]; 0 if the store has no such mark.
+    pub(crate) fn idem_method_since(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        meta.get(META_IDEM_METHOD_SINCE)?
+            .map(|v| decode::<u64>("meta", v.value()))
+            .transpose()
+            .map(|v| v.unwrap_or(0))
     }
 
     pub(crate) fn db(&self) -> Arc<Database> {

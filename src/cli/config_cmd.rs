@@ -230,8 +230,9 @@ pub fn is_secret(path: &[String]) -> bool {
 }
 
 /// A URL's credentials hidden: its user and password (`https://***@host/`), and the values
-/// of query parameters whose names look like credentials (`?api_key=<redacted>`). Anything
-/// that is not a URL is unchanged.
+/// of query parameters whose names look like credentials (`?api_key=<redacted>`, also
+/// Azure's `code` and `sig`). Anything else, a URL with nothing to hide included, is printed
+/// exactly as written, so the output loads back as the same configuration.
 fn redact_url(s: &str) -> String {
     let Ok(mut u) = url::Url::parse(s) else {
         return s.to_string();
@@ -239,14 +240,20 @@ fn redact_url(s: &str) -> String {
     if !matches!(u.scheme(), "http" | "https") {
         return s.to_string();
     }
-    let secret_query = u
-        .query_pairs()
-        .any(|(k, v)| crate::admin::preview::is_secret(&k, &v));
+    let secret = |k: &str, v: &str| {
+        crate::admin::preview::is_secret(k, v)
+            || matches!(k.to_ascii_lowercase().as_str(), "code" | "sig")
+    };
+    let secret_query = u.query_pairs().any(|(k, v)| secret(&k, &v));
+    let userinfo = !u.username().is_empty() || u.password().is_some();
+    if !secret_query && !userinfo {
+        return s.to_string();
+    }
     if secret_query {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let v = if crate::admin::preview::is_secret(&k, &v) {
+                let v = if secret(&k, &v) {
                     REDACTED.to_string()
                 } else {
                     v.into_owned()
@@ -305,6 +312,8 @@ mod tests {
         std::fs::write(
             &file,
             "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h?api_key=k3y&v=2\"\n\
+             [endpoints.az]\nurl = \"https://f.example.net/api/x?code=AzK3y\"\n\
+             [endpoints.plain]\nurl = \"https://Plain.example.com\"\n\
              headers = { Authorization = \"Bearer abc\", X-Trace = \"t\", X-Auth-Key = \"cf\", X-Custom = \"Bearer\\tzz\" }\n\
              [endpoints.gh]\nurl = \"https://ghp_t0k@example.com/g\"\n",
         )
@@ -336,15 +345,30 @@ mod tests {
             .filter(|l| l.starts_with("url ="))
             .map(String::from)
             .collect();
+        for want in [
+            "url = \"https://***@example.com/g\"",
+            "url = \"https://***@example.com/h?api_key=%3Credacted%3E&v=2\"",
+            "url = \"https://f.example.net/api/x?code=%3Credacted%3E\"",
+        ] {
+            assert!(
+                urls.iter().any(|u| u.starts_with(want)),
+                "{want} in {urls:?}"
+            );
+        }
+        // A URL with nothing to hide is printed as written (not normalised).
         assert!(
-            urls[0].starts_with("url = \"https://***@example.com/g\""),
-            "{urls:?}"
+            text.contains("url = \"https://Plain.example.com\""),
+            "{text}"
         );
-        assert!(
-            urls[1].starts_with("url = \"https://***@example.com/h?api_key=%3Credacted%3E&v=2\""),
-            "{urls:?}"
-        );
-        for secret in ["Bearer abc", ":pw@", "k3y", "ghp_t0k", "\"cf\"", "zz"] {
+        for secret in [
+            "Bearer abc",
+            ":pw@",
+            "k3y",
+            "ghp_t0k",
+            "\"cf\"",
+            "zz",
+            "AzK3y",
+        ] {
             assert!(!text.contains(secret), "{secret} shown:\n{text}");
         }
         // Sections follow config/default.toml: ingest first.

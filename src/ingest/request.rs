@@ -176,6 +176,26 @@ pub(crate) fn stays_under(base: &url::Url, target: &str) -> bool {
         && (root.is_empty() || t.path() == root || t.path().starts_with(&format!("{root}/")))
 }
 
+/// Whether `target` is what [`join_endpoint`] makes of `base` and some rest: under its path
+/// ([`stays_under`]), with its credentials, and with its query first. A delivery stored for an
+/// endpoint that has since been pointed elsewhere (another host or path, rotated credentials
+/// or query) fails this, so the endpoint's current headers and secret are not sent to it.
+pub(crate) fn built_from(base: &url::Url, target: &str) -> bool {
+    let Ok(t) = url::Url::parse(target) else {
+        return false;
+    };
+    let query_kept = match base.query() {
+        None | Some("") => true,
+        Some(q) => t
+            .query()
+            .is_some_and(|tq| tq == q || tq.starts_with(&format!("{q}&"))),
+    };
+    stays_under(base, target)
+        && t.username() == base.username()
+        && t.password() == base.password()
+        && query_kept
+}
+
 /// `https://x/base` + `/a/b?q=1` = `https://x/base/a/b?q=1`; queries of both are kept.
 pub fn join_endpoint(base: &str, rest: &str) -> String {
     let (base_path, base_query) = split_query(base);
@@ -315,6 +335,24 @@ pub fn check_transfer_encoding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_is_built_from_its_endpoint_only_as_join_endpoint_makes_it() {
+        let base = url::Url::parse("https://u:p@r.example/in/?k=1").unwrap();
+        let built = join_endpoint(base.as_str(), "/a?z=2");
+        assert!(built_from(&base, &built), "{built}");
+        assert!(built_from(&base, &join_endpoint(base.as_str(), "")));
+        for other in [
+            "https://u:p@r.example/elsewhere/a?k=1",
+            "https://u:old@r.example/in/a?k=1",
+            "https://r.example/in/a?k=1",
+            "https://u:p@r.example/in/a?k=0",
+            "https://u:p@r.example/in/a",
+            "https://u:p@other.example/in/a?k=1",
+        ] {
+            assert!(!built_from(&base, other), "{other}");
+        }
+    }
     use crate::config::Config;
 
     fn endpoints() -> BTreeMap<String, Endpoint> {

@@ -316,6 +316,9 @@ struct Writer {
     idem: IdemIndex,
     /// The index changes of the batch being applied, undone if its commit fails.
     idem_undo: Vec<Change>,
+    /// Claims of deliveries created before this time (ms) were made by the version before the
+    /// idempotency hash covered the method: only they may match in their legacy form.
+    idem_legacy_before: u64,
     healthy: Arc<AtomicBool>,
     store: Store,
     /// `store.max_bytes`; 0 turns measuring off.
@@ -438,6 +441,9 @@ impl Writer {
                 .idem_index()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             idem_undo: Vec::new(),
+            idem_legacy_before: store
+                .idem_method_since()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
             healthy: healthy.clone(),
             max_bytes,
             used_bytes: used_bytes.clone(),
@@ -692,6 +698,15 @@ impl Writer {
         })
     }
 
+    /// Whether a stored claim was made by the version before the method counted (its first
+    /// delivery is older than the mark the upgraded store got at its first open).
+    fn made_before_upgrade(&self, found: &IdemRecord) -> bool {
+        found
+            .deliveries
+            .first()
+            .is_some_and(|id| id.ms() < self.idem_legacy_before)
+    }
+
     fn ingest(
         &mut self,
         t: &mut HotTables,
@@ -714,7 +729,7 @@ impl Writer {
                 for at in self.idem.candidates(key) {
                     if let Some(v) = t.idem_keys.get((at, key))? {
                         let found = decode::<IdemRecord>("idem_keys", v.value())?;
-                        if found.expires_at > now {
+                        if found.expires_at > now && self.made_before_upgrade(&found) {
                             return Ok(if found.body_hash == *body_hash {
                                 IngestResult::Duplicate {
                                     event_id: found.event_id,
@@ -730,7 +745,13 @@ impl Writer {
             }
             if let Some((at, found)) = stored {
                 if found.expires_at > now {
-                    return Ok(if found.body_hash == claim.body_hash {
+                    // Under the same key, the previous version's hash of the same request (a
+                    // PUT, whose hash now covers its method) matches too.
+                    let legacy_hash = self.made_before_upgrade(&found)
+                        && claim.legacy.as_ref().is_some_and(|(key, hash)| {
+                            *key == claim.key && *hash == found.body_hash
+                        });
+                    return Ok(if found.body_hash == claim.body_hash || legacy_hash {
                         IngestResult::Duplicate {
                             event_id: found.event_id,
                             ids: found.deliveries,
@@ -1229,6 +1250,16 @@ mod tests {
         let (old, mut old_rx) = keyed_ingest(7, 1);
         writer.commit_batch(&mut vec![old]);
         let first = created(&mut old_rx);
+        // A claim made after the upgrade is never matched in its legacy form: a PUT after a
+        // POST of the same body under the same key is a different request.
+        let (put, mut put_rx) = legacy_ingest(7, 6, (7, 1));
+        writer.commit_batch(&mut vec![put]);
+        assert!(matches!(
+            put_rx.try_recv().unwrap(),
+            Ok(IngestResult::KeyReused)
+        ));
+        // From here on, the claim above counts as one the version before made.
+        writer.idem_legacy_before = u64::MAX;
 
         let (retry, mut retry_rx) = legacy_ingest(9, 5, (7, 1));
         writer.commit_batch(&mut vec![retry]);
@@ -1246,6 +1277,13 @@ mod tests {
         let (fresh, mut fresh_rx) = legacy_ingest(10, 5, (11, 1));
         writer.commit_batch(&mut vec![fresh]);
         created(&mut fresh_rx);
+        // Same key, the old hash stored (a PUT acked before the method counted): a duplicate.
+        let (put, mut put_rx) = legacy_ingest(7, 6, (7, 1));
+        writer.commit_batch(&mut vec![put]);
+        assert!(matches!(
+            put_rx.try_recv().unwrap(),
+            Ok(IngestResult::Duplicate { ids, .. }) if ids == vec![first]
+        ));
     }
 
     fn refused<T: std::fmt::Debug>(rx: &mut oneshot::Receiver<Result<T, StoreError>>) -> String {

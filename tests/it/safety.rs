@@ -718,11 +718,19 @@ async fn web_pages_cannot_use_ingest_or_the_admin_api() {
         );
     }
     assert_eq!(sidecar.get_json("/v1/pause").await.1["paused"], false);
-    // ...one from the dashboard's own origin is not.
+    // ...one from the dashboard's own origin is not, even behind a proxy that rewrote Host
+    // (the browser's Sec-Fetch-Site says same-origin).
     let own = format!("http://{}", sidecar.admin);
     let resp = pause(&[("origin", &own), ("sec-fetch-site", "same-origin")])
         .await
         .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = pause(&[
+        ("origin", "https://ops.example.com"),
+        ("sec-fetch-site", "same-origin"),
+    ])
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
 
     // Without a token, a name that is not an address, localhost or allowed is refused (DNS
@@ -742,7 +750,12 @@ async fn web_pages_cannot_use_ingest_or_the_admin_api() {
     );
     assert_eq!(get("/readyz", &rebound).await.unwrap().status(), 200);
     assert_eq!(get("/metrics", &rebound).await.unwrap().status(), 200);
-    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+    for host in [
+        format!("localhost:{port}"),
+        format!("localhost.:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
         assert_eq!(
             get("/v1/stats", &host).await.unwrap().status(),
             200,
