@@ -1213,28 +1213,22 @@ mod tests {
     type IngestRx = oneshot::Receiver<Result<IngestResult, StoreError>>;
 
     fn keyed_ingest(key: u8, body_hash: u8) -> (WriteOp, IngestRx) {
-        let (tx, rx) = oneshot::channel();
-        let w = IngestWrite {
-            idem: Some(IdemClaim {
-                key: [key; 32],
-                body_hash: [body_hash; 32],
-                expires_at: u64::MAX,
-                legacy: None,
-            }),
-            ..one_delivery()
-        };
-        (WriteOp::Ingest(w, tx), rx)
+        claimed_ingest(key, body_hash, None)
     }
 
     /// As `keyed_ingest`, with a legacy form of the claim.
     fn legacy_ingest(key: u8, body_hash: u8, legacy: (u8, u8)) -> (WriteOp, IngestRx) {
+        claimed_ingest(key, body_hash, Some(legacy))
+    }
+
+    fn claimed_ingest(key: u8, body_hash: u8, legacy: Option<(u8, u8)>) -> (WriteOp, IngestRx) {
         let (tx, rx) = oneshot::channel();
         let w = IngestWrite {
             idem: Some(IdemClaim {
                 key: [key; 32],
                 body_hash: [body_hash; 32],
                 expires_at: u64::MAX,
-                legacy: Some(([legacy.0; 32], [legacy.1; 32])),
+                legacy: legacy.map(|(k, h)| ([k; 32], [h; 32])),
             }),
             ..one_delivery()
         };
