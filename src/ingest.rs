@@ -149,22 +149,6 @@ impl Ingest {
                     _ => None,
                 };
                 let url = self.check_egress(target)?;
-                // What must match for a repeat to be the same request: the body, and for
-                // endpoints also the path after the endpoint name. A URL is compared as parsed
-                // (`HTTP://h:80/a/../b` is `http://h/b`), as it is delivered.
-                let (scope, rest) = match &route {
-                    Route::Endpoint { name, rest, .. } => {
-                        (format!("endpoint\0{name}"), rest.as_str())
-                    }
-                    _ => (format!("url\0{}", url.as_str()), ""),
-                };
-                // And the method. (POST, by far the most common, is left out, so the claims
-                // stored before the method counted still match their repeats.)
-                let identity: Vec<&[u8]> = if method == "POST" {
-                    vec![rest.as_bytes(), &body]
-                } else {
-                    vec![method.as_bytes(), rest.as_bytes(), &body]
-                };
                 let record = DeliveryRecord::pending(
                     method.clone(),
                     target.clone(),
@@ -174,22 +158,12 @@ impl Ingest {
                     now,
                     body.len(),
                 );
-                // The claim as the version before this one made it (the target as sent, no
-                // method), where that differs, so a retry across an upgrade still matches.
-                let legacy_scope = match &route {
-                    Route::Endpoint { .. } => scope.clone(),
-                    _ => format!("url\0{target}"),
-                };
-                let legacy = (legacy_scope != scope || method != "POST").then_some(legacy_scope);
+                // Only a request with a key needs its claim.
+                let idem = header_key
+                    .as_deref()
+                    .map(|k| self.target_claim(&route, &url, &method, k, &body, now));
                 IngestWrite {
-                    idem: header_key.as_deref().map(|k| {
-                        let mut claim = self.claim(&scope, k, &identity, now);
-                        claim.legacy = legacy.as_deref().map(|legacy_scope| {
-                            let old = self.claim(legacy_scope, k, &[rest.as_bytes(), &body], now);
-                            (old.key, old.body_hash)
-                        });
-                        claim
-                    }),
+                    idem,
                     event_id: None,
                     deliveries: vec![NewDelivery {
                         host: url_host_key(&url),
@@ -316,6 +290,48 @@ impl Ingest {
                 format!("the target is not allowed by the egress guard: {denied}"),
             )),
         }
+    }
+
+    /// The claim of a URL-prefix or named-endpoint request. What must match for a repeat to be
+    /// the same request: the body, and for endpoints also the path after the endpoint name; a
+    /// URL is compared as parsed (`HTTP://h:80/a/../b` is `http://h/b`), as it is delivered;
+    /// and the method (POST, by far the most common, is left out, so the claims stored before
+    /// the method counted still match their repeats). Where the version before made the claim
+    /// differently (the target as sent, no method), that form goes with it as `legacy`, so a
+    /// retry across an upgrade still matches.
+    fn target_claim(
+        &self,
+        route: &Route,
+        url: &url::Url,
+        method: &str,
+        key: &str,
+        body: &[u8],
+        now: u64,
+    ) -> IdemClaim {
+        let (scope, legacy_scope, rest) = match route {
+            Route::Endpoint { name, rest, .. } => {
+                let scope = format!("endpoint\0{name}");
+                (scope.clone(), scope, rest.as_str())
+            }
+            Route::UrlPrefix { target } => (
+                format!("url\0{}", url.as_str()),
+                format!("url\0{target}"),
+                "",
+            ),
+            // (An envelope's claim is made by `envelope_write`; this is its scope all the same.)
+            Route::Envelope => ("events".to_string(), "events".to_string(), ""),
+        };
+        let identity: Vec<&[u8]> = if method == "POST" {
+            vec![rest.as_bytes(), body]
+        } else {
+            vec![method.as_bytes(), rest.as_bytes(), body]
+        };
+        let mut claim = self.claim(&scope, key, &identity, now);
+        if legacy_scope != scope || method != "POST" {
+            let old = self.claim(&legacy_scope, key, &[rest.as_bytes(), body], now);
+            claim.legacy = Some((old.key, old.body_hash));
+        }
+        claim
     }
 
     fn claim(&self, scope: &str, key: &str, identity: &[&[u8]], now: u64) -> IdemClaim {
