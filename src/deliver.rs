@@ -467,14 +467,19 @@ impl Deliverer {
             return Err(invalid(format!(
                 "endpoint `{}` now points at {}, not at {}, which this delivery was stored for; nothing was sent (a replay of it fails the same way: send it to the endpoint again instead)",
                 ep.name,
-                crate::model::redact_userinfo(ep.url.as_str()),
-                crate::model::redact_userinfo(&record.target),
+                crate::redact::target(ep.url.as_str()),
+                crate::redact::target(&record.target),
             )));
         }
         let method = Method::from_bytes(record.method.as_bytes())
             .map_err(|_| invalid(format!("bad method {}", record.method)))?;
         // Ingest validated every stored target; a record that fails here was not written by it.
-        let url = target.ok_or_else(|| invalid(format!("bad target URL {}", record.target)))?;
+        let url = target.ok_or_else(|| {
+            invalid(format!(
+                "bad target URL {}",
+                crate::redact::target(&record.target)
+            ))
+        })?;
         let mut headers = Vec::with_capacity(payload.headers.len() + 4);
         for (name, value) in &payload.headers {
             let name = HeaderName::from_bytes(name.as_bytes())

@@ -280,7 +280,7 @@ impl Ingest {
             .egress_denied
             .with_label_values(&["ingest", action])
             .inc();
-        let target = crate::model::redact_userinfo(target);
+        let target = crate::redact::target(target);
         tracing::warn!(%target, reason = %denied, action, "egress guard");
         match self.egress.mode {
             Mode::Report => Ok(url),

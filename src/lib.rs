@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod pace;
 pub mod panics;
+pub mod redact;
 pub mod retry;
 pub mod schedule;
 pub mod sender;

@@ -291,23 +291,6 @@ pub fn host_key(target: &str) -> String {
     }
 }
 
-/// `target` with its userinfo (`user:password@`), if any, shown as `***@`: credentials in a
-/// target stay stored, for delivery, but are never shown or logged. The userinfo is found the
-/// way delivery finds it, by parsing the URL (which, for http(s), also takes `http:///u:p@h`);
-/// a target without it is returned as it is, and one with it as the parsed URL.
-pub fn redact_userinfo(target: &str) -> std::borrow::Cow<'_, str> {
-    // Without an `@` there is no userinfo (and no parse on the listings' hot path).
-    if !target.contains('@') {
-        return target.into();
-    }
-    match url::Url::parse(target) {
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            format!("{}://***@{}", u.scheme(), &u[url::Position::BeforeHost..]).into()
-        }
-        _ => target.into(),
-    }
-}
-
 /// [`host_key`] of a URL already parsed.
 pub fn url_host_key(u: &url::Url) -> String {
     format!(
@@ -395,30 +378,6 @@ pub struct PauseRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn userinfo_is_redacted_and_nothing_else() {
-        let cases = [
-            ("https://u:p@h.example/x", "https://***@h.example/x"),
-            (
-                "http://tok@127.0.0.1:9/a@b?c=@",
-                "http://***@127.0.0.1:9/a@b?c=@",
-            ),
-            ("http://a:b@c@h/", "http://***@h/"),
-            ("HTTPS://u:p@[::1]:8443", "https://***@[::1]:8443/"),
-            // Extra slashes are skipped by the parser, and so by delivery.
-            ("http:///u:p@h.example/x", "http://***@h.example/x"),
-            ("http://:p@h.example/", "http://***@h.example/"),
-            ("https://h.example/p@q", "https://h.example/p@q"),
-            ("https://h.example?u=a@b", "https://h.example?u=a@b"),
-            // A backslash ends the authority for the parser: no userinfo here.
-            ("http://h\\@evil.example/x", "http://h\\@evil.example/x"),
-            ("not a url @", "not a url @"),
-        ];
-        for (target, shown) in cases {
-            assert_eq!(redact_userinfo(target), shown, "{target}");
-        }
-    }
 
     #[test]
     fn ids_round_trip_and_stay_ordered() {

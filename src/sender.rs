@@ -208,8 +208,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Maps a reqwest error to the stage that failed, by the types in its source chain.
+/// Maps a reqwest error to the stage that failed, by the types in its source chain. The text
+/// leaves out the URL: the attempt's delivery has its target, and a token in its query must
+/// not be copied into the attempt's error (shown in listings and logs).
 fn to_send_error(e: reqwest::Error) -> SendError {
+    let e = e.without_url();
     let text = error_chain_text(&e);
     if e.is_builder() {
         return SendError::InvalidRequest(text);

@@ -7,7 +7,7 @@ use crate::clock;
 use crate::health::{Circuit, EndpointGate, HostHealth, HostHealthView};
 use crate::model::{
     Attempt, BatchId, BatchRecord, DeliveryId, DeliveryRecord, EventId, Id, PauseRecord,
-    ReplayFilter, Status, redact_userinfo,
+    ReplayFilter, Status,
 };
 use crate::schedule::HostLoad;
 use crate::store::{Store, StoreError};
@@ -71,7 +71,7 @@ pub fn delivery(
         id: DeliveryId(id).to_string(),
         status: status.as_str(),
         method: r.method.clone(),
-        target: redact_userinfo(&r.target).into_owned(),
+        target: crate::redact::target(&r.target).into_owned(),
         endpoint: r.endpoint.clone(),
         event_id: r.event_id.map(|e| EventId(e).to_string()),
         idempotency_key: r.idempotency_key.clone(),

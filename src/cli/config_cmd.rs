@@ -182,7 +182,7 @@ fn order_hint(path: &[String], key: &str) -> usize {
 fn shown(path: &[String], value: &Value) -> String {
     let secret_header = match (path.len().checked_sub(2).map(|i| &path[i]), value) {
         (Some(table), Value::String(_, v)) if table == "headers" => {
-            crate::admin::preview::is_secret(&path[path.len() - 1], v)
+            crate::redact::is_secret(&path[path.len() - 1], v)
         }
         _ => false,
     };
@@ -229,41 +229,13 @@ pub fn is_secret(path: &[String]) -> bool {
     })
 }
 
-/// A URL's credentials hidden: its user and password (`https://***@host/`), and the values
-/// of query parameters whose names look like credentials (`?api_key=<redacted>`, also
-/// Azure's `code` and `sig`). Anything else, a URL with nothing to hide included, is printed
-/// exactly as written, so the output loads back as the same configuration.
+/// A URL's credentials hidden as listings show them (`crate::redact::target`): its user and
+/// password (`https://***@host/`), and the values of query parameters whose names look like
+/// credentials (`?api_key=***`, also Azure's `code` and `sig`). Anything else, a URL with
+/// nothing to hide included, is printed exactly as written, so the output loads back as the
+/// same configuration.
 fn redact_url(s: &str) -> String {
-    let Ok(mut u) = url::Url::parse(s) else {
-        return s.to_string();
-    };
-    if !matches!(u.scheme(), "http" | "https") {
-        return s.to_string();
-    }
-    let secret = |k: &str, v: &str| {
-        crate::admin::preview::is_secret(k, v)
-            || matches!(k.to_ascii_lowercase().as_str(), "code" | "sig")
-    };
-    let secret_query = u.query_pairs().any(|(k, v)| secret(&k, &v));
-    let userinfo = !u.username().is_empty() || u.password().is_some();
-    if !secret_query && !userinfo {
-        return s.to_string();
-    }
-    if secret_query {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if secret(&k, &v) {
-                    REDACTED.to_string()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    crate::model::redact_userinfo(u.as_str()).into_owned()
+    crate::redact::target(s).into_owned()
 }
 
 fn toml_str(s: &str) -> String {
@@ -347,8 +319,8 @@ mod tests {
             .collect();
         for want in [
             "url = \"https://***@example.com/g\"",
-            "url = \"https://***@example.com/h?api_key=%3Credacted%3E&v=2\"",
-            "url = \"https://f.example.net/api/x?code=%3Credacted%3E\"",
+            "url = \"https://***@example.com/h?api_key=***&v=2\"",
+            "url = \"https://f.example.net/api/x?code=***\"",
         ] {
             assert!(
                 urls.iter().any(|u| u.starts_with(want)),

@@ -35,7 +35,7 @@ impl DeliveryFilter {
             && self
                 .target_prefix
                 .as_deref()
-                .is_none_or(|p| crate::model::redact_userinfo(&r.target).starts_with(p))
+                .is_none_or(|p| crate::redact::target(&r.target).starts_with(p))
             && self
                 .endpoint
                 .as_deref()

@@ -577,9 +577,9 @@ async fn a_host_rate_limit_spaces_attempts_to_that_host_only() {
     }
 }
 
-/// Credentials in a target's userinfo are kept for delivery but never shown: not by the admin
-/// API, not in an attempt's error, not in the log; and a listing's target filter sees only the
-/// shown form, so it cannot be used to guess them.
+/// Credentials in a target's userinfo or in a credential-looking query parameter are kept for
+/// delivery but never shown: not by the admin API, not in an attempt's error, not in the log;
+/// and a listing's target filter sees only the shown form, so it cannot be used to guess them.
 #[tokio::test]
 async fn credentials_in_a_target_are_delivered_but_never_shown() {
     let receiver = Receiver::ok().await;
@@ -643,9 +643,29 @@ async fn credentials_in_a_target_are_delivered_but_never_shown() {
         .await;
     assert_eq!(count(&guess), 0, "{guess}");
 
+    // A query token (Azure's `code`, an `access_token`) is delivered as sent and shown as `***`.
+    let (status, json) = sidecar
+        .send(
+            &format!("http://127.0.0.1:{port}/q?code=az5ecret&page=2&access_token=at0ken"),
+            "{}",
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{json}");
+    let queried = json["id"].as_str().unwrap().to_string();
+    let got = receiver.wait_count(3).await;
+    assert!(
+        got.iter()
+            .any(|r| r.target == "/q?code=az5ecret&page=2&access_token=at0ken"),
+        "{got:?}"
+    );
+    let d = sidecar.wait_status(&queried, "delivered").await;
+    let shown_query = format!("http://127.0.0.1:{port}/q?code=***&page=2&access_token=***");
+    assert_eq!(d["target"], shown_query.as_str());
+
     // A failed attempt's error does not repeat them either (port 1: nothing listens).
     let (_, json) = sidecar
-        .send("https://tok3n@127.0.0.1:1/x", "{}", None)
+        .send("https://tok3n@127.0.0.1:1/x?api_key=k3yq", "{}", None)
         .await;
     let failed = json["id"].as_str().unwrap().to_string();
     let d = sidecar.wait_status(&failed, "failed").await;
@@ -658,7 +678,7 @@ async fn credentials_in_a_target_are_delivered_but_never_shown() {
     let log = sidecar.log();
     assert!(log.contains("***@127.0.0.1"), "{log}");
     let everything = format!("{d}{list}{log}");
-    for secret in ["s3cret", "tok3n"] {
+    for secret in ["s3cret", "tok3n", "az5ecret", "at0ken", "k3yq"] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

@@ -1,0 +1,226 @@
+//! What looks like a credential, and a target URL as it may be shown: the one place that
+//! decides what listings, logs, the delivery detail and `config show` hide.
+//!
+//! Pure functions. Redaction errs on the side of hiding: a header or query parameter is hidden
+//! when its name looks like it carries a credential or its value looks like one. What cannot
+//! be recognised is not hidden: a token that is a path segment (`/services/T0/B0/XXXX`) is
+//! shown, since nothing tells it from any other segment.
+
+use std::borrow::Cow;
+
+/// Header names hidden whatever their value.
+const SECRET_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+/// Parts of names that mark a credential (`x-api-key`, `x-webhook-secret`,
+/// `x-hub-signature-256`, `x-auth-token`, `access_token`...).
+const SECRET_PARTS: &[&str] = &[
+    "auth",
+    "secret",
+    "token",
+    "key",
+    "signature",
+    "password",
+    "passwd",
+    "credential",
+    "session",
+    "cookie",
+];
+/// Names that contain a secret-looking part but are not secrets.
+const PUBLIC_NAMES: &[&str] = &["idempotency-key"];
+/// Value prefixes of credentials, compared case-insensitively.
+const SECRET_VALUE_SCHEMES: &[&str] = &["bearer", "basic", "digest", "token"];
+/// Query parameter names that carry a credential without saying so (Azure Functions' `code`,
+/// a shared access signature's `sig`).
+const SECRET_QUERY_NAMES: &[&str] = &["code", "sig"];
+
+/// What a hidden query value or userinfo reads as in a shown target.
+pub const HIDDEN: &str = "***";
+
+/// Whether a header (or a query parameter) named `name` with `value` may carry a credential.
+pub fn is_secret(name: &str, value: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    if PUBLIC_NAMES.contains(&name.as_str()) {
+        return false;
+    }
+    // The scheme word of `Bearer abc`, `Basic\tabc`: any whitespace ends it.
+    let scheme = value
+        .trim_start()
+        .split(|c: char| c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let has_credentials = value.trim_start().len() > scheme.len();
+    SECRET_NAMES.contains(&name.as_str())
+        || SECRET_PARTS.iter().any(|part| name.contains(part))
+        || (has_credentials && SECRET_VALUE_SCHEMES.contains(&scheme.as_str()))
+}
+
+/// Whether a query parameter may carry a credential.
+fn is_secret_param(name: &str, value: &str) -> bool {
+    is_secret(name, value) || SECRET_QUERY_NAMES.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// `target` as it may be shown or logged: its userinfo (`user:password@`) as `***@`, and the
+/// value of each query parameter that looks like a credential as `***` (`?api_key=***`).
+/// Credentials stay stored, for delivery; they are never shown.
+///
+/// The userinfo is found the way delivery finds it, by parsing the URL (which, for http(s),
+/// also takes `http:///u:p@h`), and a target with it is shown as the parsed URL. Query
+/// parameters are rewritten in place, the rest of the query kept byte for byte. A target with
+/// nothing to hide is returned as it is.
+pub fn target(target: &str) -> Cow<'_, str> {
+    // Without an `@` there is no userinfo, and without a `?` no query: no parse on the
+    // listings' hot path.
+    if !target.contains('@') && !target.contains('?') {
+        return target.into();
+    }
+    let Ok(u) = url::Url::parse(target) else {
+        return target.into();
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return target.into();
+    }
+    let userinfo = !u.username().is_empty() || u.password().is_some();
+    let query = u.query().and_then(hide_params);
+    match (userinfo, query) {
+        (false, None) => target.into(),
+        (userinfo, query) => {
+            let mut shown = format!("{}://", u.scheme());
+            if userinfo {
+                shown.push_str(HIDDEN);
+                shown.push('@');
+            }
+            shown.push_str(&u[url::Position::BeforeHost..url::Position::AfterPath]);
+            if let Some(q) = query.as_deref().or(u.query()) {
+                shown.push('?');
+                shown.push_str(q);
+            }
+            if let Some(f) = u.fragment() {
+                shown.push('#');
+                shown.push_str(f);
+            }
+            shown.into()
+        }
+    }
+}
+
+/// `query` with the value of each credential-looking parameter as [`HIDDEN`]; `None` when
+/// none is.
+fn hide_params(query: &str) -> Option<String> {
+    let mut hid = false;
+    let parts: Vec<Cow<'_, str>> = query
+        .split('&')
+        .map(|part| {
+            let (name, value) = part.split_once('=').unwrap_or((part, ""));
+            let decode = |s: &str| -> String {
+                url::form_urlencoded::parse(s.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default()
+            };
+            if !value.is_empty() && is_secret_param(&decode(name), &decode(value)) {
+                hid = true;
+                format!("{name}={HIDDEN}").into()
+            } else {
+                part.into()
+            }
+        })
+        .collect();
+    hid.then(|| parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_recognised() {
+        let cases = [
+            ("authorization", "Bearer abc", true),
+            ("proxy-authorization", "x", true),
+            ("cookie", "a=b", true),
+            ("x-api-key", "k", true),
+            ("x-webhook-secret", "s", true),
+            ("x-hub-signature-256", "sha256=00", true),
+            ("x-auth-token", "t", true),
+            ("x-custom", "Bearer abc", true),
+            ("x-custom", "  basic Zm9vOmJhcg==", true),
+            ("x-custom", "Bearer\tabc", true),
+            ("x-custom", "token", false),
+            ("idempotency-key", "ord-1", false),
+            ("content-type", "application/json", false),
+            ("user-agent", "app/1.0", false),
+            ("x-request-id", "r-1", false),
+        ];
+        for (name, value, secret) in cases {
+            assert_eq!(is_secret(name, value), secret, "{name}: {value}");
+        }
+    }
+
+    #[test]
+    fn targets_hide_userinfo_and_credential_parameters_and_nothing_else() {
+        let cases = [
+            ("https://u:p@h.example/x", "https://***@h.example/x"),
+            (
+                "http://tok@127.0.0.1:9/a@b?c=@",
+                "http://***@127.0.0.1:9/a@b?c=@",
+            ),
+            ("http://a:b@c@h/", "http://***@h/"),
+            ("HTTPS://u:p@[::1]:8443", "https://***@[::1]:8443/"),
+            // Extra slashes are skipped by the parser, and so by delivery.
+            ("http:///u:p@h.example/x", "http://***@h.example/x"),
+            ("http://:p@h.example/", "http://***@h.example/"),
+            ("https://h.example/p@q", "https://h.example/p@q"),
+            ("https://h.example?u=a@b", "https://h.example?u=a@b"),
+            // A backslash ends the authority for the parser: no userinfo here.
+            ("http://h\\@evil.example/x", "http://h\\@evil.example/x"),
+            ("not a url @", "not a url @"),
+            // Query parameters: the value hidden, the rest of the query kept as written.
+            (
+                "https://h.example/h?api_key=k3y&v=a%20b+c",
+                "https://h.example/h?api_key=***&v=a%20b+c",
+            ),
+            (
+                "https://f.example.net/api/x?code=AzK3y#frag",
+                "https://f.example.net/api/x?code=***#frag",
+            ),
+            (
+                "https://h.example/?x=1&ACCESS_TOKEN=t&sig=s&sv=2024&auth",
+                "https://h.example/?x=1&ACCESS_TOKEN=***&sig=***&sv=2024&auth",
+            ),
+            // A name percent-encoded is read decoded; a value that is a credential by its
+            // scheme is hidden whatever the name.
+            (
+                "https://h.example/?api%5Fkey=k&h=Bearer%20abc",
+                "https://h.example/?api%5Fkey=***&h=***",
+            ),
+            (
+                "https://u@h.example/p?token=t",
+                "https://***@h.example/p?token=***",
+            ),
+            (
+                "https://h.example/p?page=2&sort=asc",
+                "https://h.example/p?page=2&sort=asc",
+            ),
+            ("https://h.example/p?", "https://h.example/p?"),
+            (
+                "ftp://u:p@h.example/?token=t",
+                "ftp://u:p@h.example/?token=t",
+            ),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(target(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_target_with_nothing_to_hide_is_not_copied() {
+        for t in ["https://h.example/p", "https://h.example/p?page=2"] {
+            assert!(matches!(target(t), Cow::Borrowed(_)), "{t}");
+        }
+    }
+}
