@@ -23,7 +23,7 @@ use crate::health::{BreakerPolicy, EndpointGate, HostHealth};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::schedule::{Backlog, InFlight, Queue, Scheduler};
-use crate::sender::ReqwestSender;
+use crate::sender::{ClientSettings, ReqwestSender};
 use crate::shutdown::Drain;
 use crate::store::Store;
 use crate::store::writer::{self, PRUNE_LIMIT, WriterHandle};
@@ -88,10 +88,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let in_flight = InFlight::default();
 
     let sender = ReqwestSender::new(
-        config.delivery.connect_timeout,
-        &config.delivery.user_agent,
+        &ClientSettings {
+            connect_timeout: config.delivery.connect_timeout,
+            user_agent: &config.delivery.user_agent,
+            max_idle_per_host: per_host_limit,
+            ca_roots: &config.ca_roots,
+        },
+        &config.endpoints,
         config.delivery.response_snippet_bytes,
-        per_host_limit,
         Arc::new(config.egress.clone()),
         metrics.clone(),
     )

@@ -159,6 +159,9 @@ pub struct DeliveryConfig {
     pub per_host_rate: Option<String>,
     /// Rate limits by host name or `host:port`; checked into `Config::rate_limits`.
     pub host_rates: BTreeMap<String, String>,
+    /// CA certificates (PEM) trusted besides the system's; read into `Config::ca_roots`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -225,6 +228,11 @@ struct RawEndpoint {
     /// Older secrets still signed with during a rotation.
     #[serde(default)]
     secrets: Vec<String>,
+    /// CA certificates (PEM) trusted for this endpoint, besides `delivery.ca_file`'s.
+    ca_file: Option<PathBuf>,
+    /// Mutual TLS: the certificate chain (PEM) presented to the receiver, and its key.
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 /// A named endpoint, validated.
@@ -239,6 +247,23 @@ pub struct Endpoint {
     pub events: Vec<String>,
     /// Signing keys, the current one first; empty means unsigned.
     pub signing_keys: Vec<SigningKey>,
+    /// Its own TLS settings; when set, its deliveries go through a client of their own.
+    pub tls: EndpointTls,
+}
+
+/// An endpoint's TLS settings, read and checked at load.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointTls {
+    /// Trusted besides the system's and `delivery.ca_file`'s.
+    pub roots: crate::tls::Roots,
+    /// The client certificate presented to a receiver that asks for one.
+    pub identity: Option<crate::tls::ClientIdentity>,
+}
+
+impl EndpointTls {
+    pub fn is_set(&self) -> bool {
+        !self.roots.is_empty() || self.identity.is_some()
+    }
 }
 
 /// A decoded signing secret. Its Debug output never shows the key.
@@ -267,6 +292,8 @@ pub struct Config {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// `delivery.per_host_rate` and `delivery.host_rates`, parsed.
     pub rate_limits: RateLimits,
+    /// `delivery.ca_file`'s certificates: trusted for every delivery besides the system's.
+    pub ca_roots: crate::tls::Roots,
 }
 
 impl Config {
@@ -581,6 +608,12 @@ impl RawConfig {
             return Err(invalid("idempotency.window", "must be more than 0"));
         }
         let retry = build_retry("retry", &self.retry, None)?;
+        let ca_roots = match &self.delivery.ca_file {
+            Some(path) => {
+                crate::tls::read_roots(path).map_err(|e| invalid("delivery.ca_file", e))?
+            }
+            None => Vec::new(),
+        };
         let mut endpoints = BTreeMap::new();
         for (name, raw) in self.endpoints {
             let key = format!("endpoints.{name}");
@@ -653,6 +686,44 @@ impl RawConfig {
                     crate::sign::decode_secret(s).map_err(|reason| invalid(k, reason))?,
                 ));
             }
+            let mut tls = EndpointTls::default();
+            if let Some(path) = &raw.ca_file {
+                tls.roots = crate::tls::read_roots(path)
+                    .map_err(|e| invalid(format!("{key}.ca_file"), e))?;
+            }
+            match (&raw.client_cert, &raw.client_key) {
+                (Some(cert), Some(k)) => {
+                    tls.identity = Some(
+                        crate::tls::read_identity(cert, k)
+                            .map_err(|e| invalid(format!("{key}.client_cert"), e))?,
+                    );
+                }
+                (Some(_), None) => {
+                    return Err(invalid(
+                        format!("{key}.client_key"),
+                        "is needed with client_cert (the certificate's private key, PEM)",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        format!("{key}.client_cert"),
+                        "is needed with client_key (the certificate chain, PEM)",
+                    ));
+                }
+                (None, None) => {}
+            }
+            if url.scheme() != "https" {
+                let set = [
+                    ("ca_file", raw.ca_file.is_some()),
+                    ("client_cert", tls.identity.is_some()),
+                ];
+                if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        "is used only over TLS: the endpoint's url must be https://",
+                    ));
+                }
+            }
             endpoints.insert(
                 name.clone(),
                 Endpoint {
@@ -663,6 +734,7 @@ impl RawConfig {
                     retry,
                     events: raw.events,
                     signing_keys,
+                    tls,
                 },
             );
         }
@@ -679,6 +751,7 @@ impl RawConfig {
             log: self.log,
             rate_limits,
             endpoints,
+            ca_roots,
         })
     }
 }

@@ -516,6 +516,7 @@ impl Deliverer {
             headers,
             body: Bytes::from(payload.body),
             timeout: endpoint.map_or(self.timeout, |e| e.timeout),
+            tls_endpoint: endpoint.filter(|e| e.tls.is_set()).map(|e| e.name.clone()),
         })
     }
 }

@@ -28,3 +28,4 @@ pub mod sender;
 pub mod shutdown;
 pub mod sign;
 pub mod store;
+pub mod tls;

@@ -8,6 +8,7 @@
 //! before sending, and names go through [`GuardedResolver`], which hands reqwest only the
 //! addresses the policy allows, so the connection goes to a checked address.
 
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::classify::SendError;
+use crate::config::{Endpoint, EndpointTls};
 use crate::egress::{EgressDenied, EgressPolicy, Mode};
 use crate::metrics::Metrics;
 
@@ -29,6 +33,9 @@ pub struct OutgoingRequest {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub timeout: Duration,
+    /// The named endpoint whose own TLS settings (CA, client certificate) apply, and so whose
+    /// client sends it; `None` for the shared client.
+    pub tls_endpoint: Option<String>,
 }
 
 /// What came back, as much as an attempt record keeps.
@@ -47,35 +54,65 @@ pub trait Sender: Send + Sync {
 
 pub struct ReqwestSender {
     client: reqwest::Client,
+    /// Clients of the named endpoints with TLS settings of their own, by endpoint name.
+    endpoint_clients: HashMap<String, reqwest::Client>,
     snippet_bytes: usize,
     egress: Arc<EgressPolicy>,
     metrics: Metrics,
 }
 
+/// What every client of a sender shares.
+pub struct ClientSettings<'a> {
+    pub connect_timeout: Duration,
+    pub user_agent: &'a str,
+    pub max_idle_per_host: usize,
+    /// `delivery.ca_file`'s certificates, trusted besides the system's.
+    pub ca_roots: &'a [CertificateDer<'static>],
+}
+
 impl ReqwestSender {
     pub fn new(
-        connect_timeout: Duration,
-        user_agent: &str,
+        settings: &ClientSettings<'_>,
+        endpoints: &BTreeMap<String, Endpoint>,
         snippet_bytes: usize,
-        max_idle_per_host: usize,
         egress: Arc<EgressPolicy>,
         metrics: Metrics,
     ) -> Result<ReqwestSender, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(user_agent)
-            .pool_max_idle_per_host(max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(GuardedResolver {
-                egress: egress.clone(),
-                metrics: metrics.clone(),
-            }))
-            .build()?;
+        let build = |tls: &EndpointTls| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .user_agent(settings.user_agent)
+                .pool_max_idle_per_host(settings.max_idle_per_host)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .dns_resolver(Arc::new(GuardedResolver {
+                    egress: egress.clone(),
+                    metrics: metrics.clone(),
+                }));
+            let roots = settings
+                .ca_roots
+                .iter()
+                .chain(&tls.roots)
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots);
+            }
+            if let Some(identity) = &tls.identity {
+                builder = builder.identity(reqwest::Identity::from_pem(identity.pem())?);
+            }
+            builder.build()
+        };
+        let client = build(&EndpointTls::default())?;
+        let mut endpoint_clients = HashMap::new();
+        for ep in endpoints.values().filter(|ep| ep.tls.is_set()) {
+            endpoint_clients.insert(ep.name.clone(), build(&ep.tls)?);
+        }
         Ok(ReqwestSender {
             client,
+            endpoint_clients,
             snippet_bytes,
             egress,
             metrics,
@@ -110,8 +147,12 @@ impl Sender for ReqwestSender {
             let _ = url.set_username("");
             let _ = url.set_password(None);
         }
-        let mut builder = self
-            .client
+        let client = req
+            .tls_endpoint
+            .as_ref()
+            .and_then(|name| self.endpoint_clients.get(name))
+            .unwrap_or(&self.client);
+        let mut builder = client
             .request(req.method, url)
             .timeout(req.timeout)
             .body(req.body);

@@ -18,4 +18,5 @@ mod replay;
 mod restart;
 mod retention;
 mod safety;
+mod tls;
 mod ui;
