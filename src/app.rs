@@ -122,6 +122,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         host_health: host_health.clone(),
         backlog: backlog.clone(),
         parked: Default::default(),
+        withdrawn: Default::default(),
     };
 
     let conf = ServerConf {

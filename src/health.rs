@@ -138,6 +138,15 @@ impl HostHealth {
     pub fn snapshot(&self) -> BTreeMap<String, HostHealthView> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
+
+    /// Forgets the hosts whose circuit is closed and whose `Retry-After` hold has passed at
+    /// `now`: published with a hold that then ran out quietly (the next start clears it
+    /// without a change to publish), they would otherwise be kept for ever.
+    pub fn forget_passed(&self, now: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|_, v| v.circuit.is_open() || v.not_before.is_some_and(|t| t > now));
+        }
+    }
 }
 
 /// The named endpoints disabled by a `410 Gone`. Their deliveries are held until an operator
@@ -166,9 +175,12 @@ impl EndpointGate {
         self.disabled_tx.borrow().clone()
     }
 
-    /// Runs `store` (which persists the change) and then applies it here, one change at a time:
-    /// a 410's disabling and an operator's enabling that race end with this copy as the store
-    /// has it (the last one stored wins in both). Returns whether this copy changed.
+    /// Runs `store` (which persists the change) and applies it here, one change at a time: a
+    /// 410's disabling and an operator's enabling that race end with this copy as the store
+    /// has it (the last one stored wins in both). A disabling is applied before it is stored
+    /// (and undone if storing fails), so no other attempt goes to an endpoint that has just
+    /// said it is gone while the change is written; an enabling after. Returns whether this
+    /// copy changed.
     pub async fn store_and_set<E>(
         &self,
         name: &str,
@@ -176,8 +188,18 @@ impl EndpointGate {
         store: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<bool, E> {
         let _one_at_a_time = self.changes.lock().await;
+        if disabled {
+            let changed = self.set(name, true);
+            if let Err(e) = store.await {
+                if changed {
+                    self.set(name, false);
+                }
+                return Err(e);
+            }
+            return Ok(changed);
+        }
         store.await?;
-        Ok(self.set(name, disabled))
+        Ok(self.set(name, false))
     }
 
     /// Returns whether it changed.
@@ -262,6 +284,25 @@ mod tests {
 mod gate_tests {
     use super::*;
 
+    #[test]
+    fn passed_holds_on_closed_circuits_are_forgotten() {
+        let health = HostHealth::default();
+        let view = |circuit, not_before| {
+            Some(HostHealthView {
+                circuit,
+                not_before,
+            })
+        };
+        health.set("held:80", view(Circuit::default(), Some(100)));
+        health.set("open:80", view(Circuit::Open { probe_at: 5 }, Some(10)));
+        health.set("passed:80", view(Circuit::default(), Some(10)));
+        health.forget_passed(50);
+        let kept: Vec<String> = health.snapshot().into_keys().collect();
+        assert_eq!(kept, ["held:80", "open:80"]);
+        health.forget_passed(100);
+        assert_eq!(health.snapshot().len(), 1);
+    }
+
     #[tokio::test]
     async fn racing_changes_leave_the_gate_as_the_store_has_it() {
         let gate = EndpointGate::new(BTreeSet::new());
@@ -288,12 +329,28 @@ mod gate_tests {
         slow.await.unwrap().unwrap();
         let last_stored = *stored.lock().unwrap().last().unwrap();
         assert_eq!(gate.is_disabled("orders"), last_stored);
-        // A failed store applies nothing.
+        // A failed store applies nothing in the end.
         assert_eq!(
             gate.store_and_set("x", true, async { Err::<(), _>("full") })
                 .await,
             Err("full")
         );
         assert!(!gate.is_disabled("x"));
+        // A disabling holds the endpoint while it is being stored; an enabling only once stored.
+        let g = gate.clone();
+        gate.store_and_set("y", true, async move {
+            assert!(g.is_disabled("y"), "disabled while being stored");
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        let g = gate.clone();
+        gate.store_and_set("y", false, async move {
+            assert!(g.is_disabled("y"), "enabled before it was stored");
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        assert!(!gate.is_disabled("y"));
     }
 }

@@ -40,22 +40,33 @@ struct HostQueue {
     /// Attempts the host has answered that wait for their record to be committed. They hold
     /// no slot, but keep the host (and its breaker state) known until they are requeued.
     recording: usize,
-    /// The host's entry in `Queue::ready`, if it has one.
-    slot: Option<u64>,
+    /// The host's entry in `Queue::ready` (eligible time, `last_start_seq`), if it has one.
+    slot: Option<(u64, u64)>,
     /// A `Retry-After` from this host holds all of its deliveries until then.
     not_before: u64,
     circuit: Circuit,
     /// Its rate limit, looked up once when the host is first queued.
     rate: Option<Rate>,
+    /// When its last attempt started: a host is ready no earlier than that, so hosts with
+    /// work due take turns instead of the one with the oldest backlog taking every slot.
+    last_start: u64,
+    /// `Queue::starts` at its last start: among hosts ready at the same time, the one that
+    /// started least recently goes first.
+    last_start_seq: u64,
 }
 
-/// Pending deliveries by host, and the hosts ready to send, by the time they become eligible.
+/// Pending deliveries by host, and the hosts ready to send, by the time they become eligible
+/// (for hosts with work due: the least recently started first, so no host's backlog starves
+/// another's).
 /// Pure data: every method takes `now` as a value.
 #[derive(Debug)]
 pub struct Queue {
     hosts: HashMap<Host, HostQueue>,
-    /// (eligible_at, host) for each host with pending work and a free per-host slot.
-    ready: BTreeSet<(u64, Host)>,
+    /// (eligible_at, last_start_seq, host) for each host with pending work and a free per-host
+    /// slot.
+    ready: BTreeSet<(u64, u64, Host)>,
+    /// Attempts started so far (the sequence behind `HostQueue::last_start_seq`).
+    starts: u64,
     per_host_limit: usize,
     pending: usize,
     breaker: BreakerPolicy,
@@ -96,6 +107,7 @@ impl Queue {
         Queue {
             hosts: HashMap::new(),
             ready: BTreeSet::new(),
+            starts: 0,
             per_host_limit: per_host_limit.max(1),
             pending: 0,
             breaker: BreakerPolicy::NEVER,
@@ -125,16 +137,16 @@ impl Queue {
 
     /// Drops a pending delivery (an operator cancels it); true if it was queued. `next_at` is
     /// where the store last had it; if a retry moved it since, the host's set is searched.
-    pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> bool {
+    pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> Option<u64> {
         let key = self.host_key(host);
-        let removed = self.hosts.get_mut(&key).is_some_and(|hq| {
+        let removed = self.hosts.get_mut(&key).and_then(|hq| {
             if hq.pending.remove(&(next_at, id)) {
-                return true;
+                return Some(next_at);
             }
-            let moved = hq.pending.iter().find(|(_, i)| *i == id).copied();
-            moved.is_some_and(|entry| hq.pending.remove(&entry))
+            let moved = hq.pending.iter().find(|(_, i)| *i == id).copied()?;
+            hq.pending.remove(&moved).then_some(moved.0)
         });
-        if removed {
+        if removed.is_some() {
             self.pending -= 1;
             self.refresh(&key);
         }
@@ -277,13 +289,16 @@ impl Queue {
 
     /// Takes the next delivery that is due at `now`, marking it in flight.
     pub fn pop_due(&mut self, now: u64) -> Option<(Id, Host)> {
-        let (at, host) = self.ready.first()?.clone();
+        let (at, _, host) = self.ready.first()?.clone();
         if at > now {
             return None;
         }
         let hq = self.hosts.get_mut(&host)?;
         let (_, id) = hq.pending.pop_first()?;
         hq.in_flight += 1;
+        hq.last_start = now;
+        self.starts += 1;
+        hq.last_start_seq = self.starts;
         hq.circuit = hq.circuit.on_start(now);
         if hq.not_before <= now {
             hq.not_before = 0;
@@ -355,7 +370,7 @@ impl Queue {
 
     /// When the earliest host becomes eligible.
     pub fn next_wake(&self) -> Option<u64> {
-        self.ready.first().map(|(at, _)| *at)
+        self.ready.first().map(|(at, _, _)| *at)
     }
 
     /// Reuses the map's `Arc<str>` so each host name is allocated once.
@@ -373,8 +388,8 @@ impl Queue {
         let Some(hq) = self.hosts.get_mut(host) else {
             return;
         };
-        if let Some(old) = hq.slot.take() {
-            self.ready.remove(&(old, host.clone()));
+        if let Some((old, seq)) = hq.slot.take() {
+            self.ready.remove(&(old, seq, host.clone()));
         }
         let gate = hq.circuit.gate();
         let eligible = hq.in_flight < hq.circuit.limit(self.per_host_limit)
@@ -382,9 +397,16 @@ impl Queue {
             && !self.paused_hosts.contains(host);
         if let (true, Some((at, _))) = (eligible, hq.pending.first()) {
             let pace = hq.rate.map_or(0, |r| r.eligible_at_ms(paced));
-            let at = (*at).max(hq.not_before).max(gate.unwrap_or(0)).max(pace);
-            hq.slot = Some(at);
-            self.ready.insert((at, host.clone()));
+            // Never later than `now` for work that is due (`last_start` is in the past), so
+            // only the order of the hosts that may start changes: the ones that started
+            // least recently first.
+            let at = (*at)
+                .max(hq.not_before)
+                .max(gate.unwrap_or(0))
+                .max(pace)
+                .max(hq.last_start);
+            hq.slot = Some((at, hq.last_start_seq));
+            self.ready.insert((at, hq.last_start_seq, host.clone()));
         } else if hq.pending.is_empty()
             && hq.in_flight == 0
             && hq.recording == 0
@@ -503,6 +525,10 @@ pub enum Control {
         next_at: u64,
         id: Id,
     },
+    /// A withdrawn delivery's cancel was stored (or found nothing left to cancel): forget it.
+    Cancelled(Id),
+    /// Answered once every message sent before it has been taken (they are taken in order).
+    Applied(oneshot::Sender<()>),
     /// Report every host's load.
     Hosts(oneshot::Sender<Vec<HostLoad>>),
 }
@@ -530,22 +556,19 @@ impl Parked {
         self.by_endpoint.values().map(Vec::len).sum()
     }
 
-    /// Forgets a held delivery (cancelled by an operator); false if it was not held.
-    fn remove(&mut self, id: Id) -> bool {
+    /// Forgets a held delivery (cancelled by an operator): when it was due, if it was held.
+    fn remove(&mut self, id: Id) -> Option<u64> {
         let found = self.by_endpoint.iter().find_map(|(endpoint, held)| {
             let i = held.iter().position(|(_, _, held_id)| *held_id == id)?;
             Some((endpoint.clone(), i))
         });
-        let Some((endpoint, i)) = found else {
-            return false;
-        };
-        if let Some(held) = self.by_endpoint.get_mut(&endpoint) {
-            held.swap_remove(i);
-            if held.is_empty() {
-                self.by_endpoint.remove(&endpoint);
-            }
+        let (endpoint, i) = found?;
+        let held = self.by_endpoint.get_mut(&endpoint)?;
+        let (_, at, _) = held.swap_remove(i);
+        if held.is_empty() {
+            self.by_endpoint.remove(&endpoint);
         }
-        true
+        Some(at)
     }
 
     /// Takes out the deliveries of every endpoint not in `disabled`, by endpoint.
@@ -659,6 +682,11 @@ pub struct Scheduler {
     pub backlog: Backlog,
     /// Deliveries held for disabled endpoints (see `gate`).
     pub parked: Parked,
+    /// Deliveries withdrawn for a cancel not yet stored, with where each would be queued. A
+    /// push of one of them (its `Enqueued` arriving after the withdrawal, its endpoint
+    /// enabled) waits here instead of starting an attempt, until the cancel is stored
+    /// (`Control::Cancelled`: forgotten) or fails (`Control::Requeue`: queued as held).
+    pub withdrawn: HashMap<Id, (Host, u64)>,
 }
 
 impl Scheduler {
@@ -687,6 +715,7 @@ impl Scheduler {
                         let _ = self.metrics.host_circuit_open.remove_label_values(&[&host]);
                         self.host_health.set(&host, None);
                     }
+                    self.host_health.forget_passed(now);
                 }
                 while self.may_start() {
                     let Some((id, host)) = self.queue.pop_due(now) else {
@@ -721,7 +750,7 @@ impl Scheduler {
                 batch = self.enqueued_rx.recv(), if !writer_gone => match batch {
                     Some(batch) => {
                         for e in batch {
-                            self.queue.push(&e.host, e.next_at, e.id);
+                            self.push(&e.host, e.next_at, e.id);
                         }
                     }
                     // The writer is gone: nothing new will arrive; finish what is in flight.
@@ -746,7 +775,7 @@ impl Scheduler {
                         for (endpoint, held) in self.parked.release(&disabled) {
                             tracing::info!(endpoint, deliveries = held.len(), "endpoint enabled: its deliveries resume");
                             for (host, at, id) in held {
-                                self.queue.push(&host, at, id);
+                                self.push(&host, at, id);
                             }
                         }
                     }
@@ -772,6 +801,15 @@ impl Scheduler {
 
     fn may_start(&self) -> bool {
         self.attempts.may_start(self.concurrency)
+    }
+
+    /// Queues a pending delivery, unless it is withdrawn for a cancel: then only where it would
+    /// be queued is kept.
+    fn push(&mut self, host: &str, at: u64, id: Id) {
+        match self.withdrawn.get_mut(&id) {
+            Some(held) => *held = (Host::from(host), at),
+            None => self.queue.push(host, at, id),
+        }
     }
 
     fn finished(&mut self, finished: Finished, done_tx: &mpsc::UnboundedSender<Finished>) {
@@ -872,24 +910,39 @@ impl Scheduler {
                 // The loop is the only place attempts start, so nothing can start this one
                 // between this check and the removal.
                 let withdrawn = !self.in_flight.contains(id);
-                // Queued, or held for a disabled endpoint (a cancel must not leave it counted).
-                if withdrawn && !self.queue.remove(&host, next_at, id) {
-                    self.parked.remove(id);
-                }
                 if withdrawn {
+                    // Queued, held for a disabled endpoint (a cancel must not leave it
+                    // counted), or not here yet (its `Enqueued` still on its way): from now on
+                    // it only waits, at the time it was really due (a retry may have moved it
+                    // since the admin API read it).
+                    let at = self
+                        .queue
+                        .remove(&host, next_at, id)
+                        .or_else(|| self.parked.remove(id))
+                        .unwrap_or(next_at);
+                    self.withdrawn.insert(id, (Host::from(host.as_str()), at));
                     // Cancelled (or requeued if the cancel fails, starting its count afresh).
                     self.attempts.unrecorded.remove(&id);
                 }
                 let _ = reply.send(withdrawn);
             }
-            // A cancel whose commit failed. The delivery may be back already (its `Enqueued`
-            // came after the withdrawal) or even in flight: it is queued once, never beside
-            // its own attempt (whose result requeues it if it stays pending).
+            // A cancel whose commit failed: queued again where it was (or where a push that
+            // came meanwhile put it), once.
             Control::Requeue { host, next_at, id } => {
+                let (host, at) = self
+                    .withdrawn
+                    .remove(&id)
+                    .unwrap_or_else(|| (Host::from(host.as_str()), next_at));
                 if !self.in_flight.contains(id) {
-                    self.queue.remove(&host, next_at, id);
-                    self.queue.push(&host, next_at, id);
+                    self.queue.remove(&host, at, id);
+                    self.queue.push(&host, at, id);
                 }
+            }
+            Control::Cancelled(id) => {
+                self.withdrawn.remove(&id);
+            }
+            Control::Applied(reply) => {
+                let _ = reply.send(());
             }
             Control::Hosts(reply) => {
                 let mut loads = self.queue.hosts(clock::now_ms());
@@ -1076,15 +1129,36 @@ mod tests {
             q.push("slow:80", 0, Id(i));
         }
         q.push("fast:80", 1, Id(100));
-        let a = q.pop_due(10).unwrap();
-        let b = q.pop_due(10).unwrap();
-        assert_eq!((&*a.1, &*b.1), ("slow:80", "slow:80"));
-        // slow is at its limit: fast goes next even though slow has older work.
-        assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(100)));
+        q.push("fast:80", 1, Id(101));
+        q.push("fast:80", 1, Id(102));
+        // The oldest work first, then the hosts take turns: fast gets its turn although slow
+        // has older work.
+        let hosts: Vec<(Id, Host)> = (0..4).map(|_| q.pop_due(10).unwrap()).collect();
+        let order: Vec<&str> = hosts.iter().map(|(_, h)| &**h).collect();
+        assert_eq!(order, ["slow:80", "fast:80", "slow:80", "fast:80"]);
+        // Both at their limit.
         assert_eq!(q.pop_due(10), None);
         q.release("slow:80", HostReport::NEUTRAL, 0);
-        q.finish("slow:80", a.0, None);
+        q.finish("slow:80", hosts[0].0, None);
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+    }
+
+    #[test]
+    fn hosts_with_old_backlogs_do_not_starve_a_host_with_new_work() {
+        // Eight hosts with hours of backlog each, and a new delivery to another host: with
+        // room for 9 attempts, the new one is among the first 9, not after 8,000 old ones.
+        let mut q = Queue::new(1_000);
+        for h in 0..8 {
+            for i in 0..1_000 {
+                q.push(&format!("old{h}:80"), i, Id(h * 1_000 + i as u128));
+            }
+        }
+        q.push("new:80", 5_000_000, Id(1_000_000));
+        let now = 5_000_000;
+        let first: Vec<Id> = (0..9).map(|_| q.pop_due(now).unwrap().0).collect();
+        assert!(first.contains(&Id(1_000_000)), "{first:?}");
+        // And each old host got one of the others.
+        assert_eq!(first.iter().filter(|id| id.0 < 8_000).count(), 8);
     }
 
     /// A neutral report from an attempt that sent its request.
@@ -1273,9 +1347,9 @@ mod tests {
         q.set_host_paused("idle:80", true);
         q.push("h:80", 7, Id(1));
         q.push("h:80", 9, Id(2));
-        assert!(q.remove("h:80", 7, Id(1)));
-        assert!(!q.remove("h:80", 7, Id(1)));
-        assert!(!q.remove("nope:80", 1, Id(3)));
+        assert_eq!(q.remove("h:80", 7, Id(1)), Some(7));
+        assert_eq!(q.remove("h:80", 7, Id(1)), None);
+        assert_eq!(q.remove("nope:80", 1, Id(3)), None);
         assert_eq!(q.pending(), 1);
         let hosts = q.hosts(0);
         assert_eq!(hosts.len(), 2);
@@ -1294,8 +1368,8 @@ mod tests {
             }
         );
         assert!(hosts[1].paused && hosts[1].pending == 0);
-        // A stale time still finds the entry.
-        assert!(q.remove("h:80", 1, Id(2)));
+        // A stale time still finds the entry, and says when it was really due.
+        assert_eq!(q.remove("h:80", 1, Id(2)), Some(9));
         assert_eq!(q.hosts(0).len(), 1);
         assert_eq!(q.next_wake(), None);
     }
@@ -1440,6 +1514,7 @@ mod tests {
             host_health: HostHealth::default(),
             backlog: Backlog::default(),
             parked: Parked::default(),
+            withdrawn: Default::default(),
         };
         (scheduler, store, writer)
     }
@@ -1463,6 +1538,69 @@ mod tests {
         s.control(requeue(9));
         assert_eq!(s.queue.pending(), 0);
         assert_eq!(s.queue.pop_due(u64::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_delivery_waits_until_its_cancel_is_stored_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _store, _writer) = panicking_scheduler(dir.path());
+        let withdraw = |s: &mut Scheduler, next_at| {
+            let (reply, mut rx) = oneshot::channel();
+            s.control(Control::Withdraw {
+                host: "h:80".into(),
+                next_at,
+                id: Id(7),
+                reply,
+            });
+            rx.try_recv().unwrap()
+        };
+        let requeue = |next_at| Control::Requeue {
+            host: "h:80".into(),
+            next_at,
+            id: Id(7),
+        };
+        // The attempt of the delivery just popped, retried at `next_at`.
+        let attempted = |s: &mut Scheduler, next_at| {
+            s.in_flight.insert(Id(7));
+            s.attempts.started();
+            s.attempts.released();
+            s.queue.release("h:80", HostReport::NEUTRAL, 0);
+            s.recorded(
+                Id(7),
+                "h:80".into(),
+                AttemptResult {
+                    next_at: Some(next_at),
+                    parked: None,
+                },
+            );
+        };
+        // Withdrawn before its `Enqueued` arrived: when it does, nothing is queued (an attempt
+        // would go out while the cancel is being stored).
+        assert!(withdraw(&mut s, 5));
+        s.push("h:80", 5, Id(7));
+        assert_eq!(s.queue.pending(), 0);
+        assert_eq!(s.queue.pop_due(u64::MAX), None);
+        // The cancel failed: queued once, where the late push put it.
+        s.control(requeue(1));
+        assert_eq!(s.queue.pending(), 1);
+        assert_eq!(s.queue.pop_due(4), None);
+        assert_eq!(s.queue.pop_due(5).map(|x| x.0), Some(Id(7)));
+        attempted(&mut s, 90);
+
+        // Withdrawn with a stale due time (a retry moved it to 90 since the admin API read
+        // it): a failed cancel puts it back at 90, not at the stale time.
+        assert!(withdraw(&mut s, 1));
+        assert_eq!(s.queue.pending(), 0);
+        s.control(requeue(1));
+        assert_eq!(s.queue.pop_due(89), None);
+        assert_eq!(s.queue.pop_due(90).map(|x| x.0), Some(Id(7)));
+        attempted(&mut s, 95);
+
+        // A stored cancel forgets the withdrawal.
+        assert!(withdraw(&mut s, 95));
+        s.control(Control::Cancelled(Id(7)));
+        assert!(s.withdrawn.is_empty());
+        assert_eq!(s.queue.pending(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1753,8 +1891,8 @@ mod tests {
         assert_eq!(rows, vec![("x:80", 3, 2, Some(9)), ("y:80", 1, 1, None)]);
 
         // A cancel forgets one; an unknown id is not held.
-        assert!(parked.remove(Id(2)));
-        assert!(!parked.remove(Id(2)));
+        assert!(parked.remove(Id(2)).is_some());
+        assert!(parked.remove(Id(2)).is_none());
         assert_eq!(parked.len(), 2);
         assert_eq!(parked.by_endpoint["a"].len(), 1);
 

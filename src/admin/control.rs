@@ -30,6 +30,16 @@ pub async fn pause_state(State(s): State<AdminState>) -> Result<Response, ApiErr
     Ok(axum::Json(json::pause(None, p.as_ref())).into_response())
 }
 
+/// Waits until the scheduler has taken every `Control` sent before, so a pause is answered
+/// only once no new attempt can start (its messages are taken in order). A scheduler that has
+/// stopped starts nothing either.
+async fn applied(s: &AdminState) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.control_tx.send(Control::Applied(tx)).is_ok() {
+        let _ = rx.await;
+    }
+}
+
 /// Pausing again keeps the first pause's time and reason.
 pub async fn pause(
     State(s): State<AdminState>,
@@ -53,6 +63,7 @@ pub async fn pause(
         }
     };
     let _ = s.control_tx.send(Control::Pause(true));
+    applied(&s).await;
     Ok(axum::Json(json::pause(None, Some(&record))).into_response())
 }
 
@@ -101,6 +112,7 @@ pub async fn host_pause(
         host: host.clone(),
         paused: true,
     });
+    applied(&s).await;
     Ok(axum::Json(json::pause(Some(host), Some(&record))).into_response())
 }
 

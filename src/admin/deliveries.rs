@@ -109,7 +109,12 @@ pub async fn cancel(
     if !reply_rx.await.map_err(|_| scheduler_gone())? {
         return Err(conflict(Status::InProgress.as_str()));
     }
-    match s.writer.cancel(parsed).await {
+    let cancelled = s.writer.cancel(parsed).await;
+    if cancelled.is_ok() {
+        // Stored, or nothing left to cancel: the scheduler may forget the withdrawal.
+        let _ = s.control_tx.send(Control::Cancelled(parsed));
+    }
+    match cancelled {
         Ok(CancelResult::Cancelled { .. }) => {
             s.metrics
                 .deliveries_finished

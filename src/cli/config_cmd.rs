@@ -283,10 +283,10 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h?api_key=k3y&v=2\"\n\
+            "[delivery]\nconcurrency = 7\n[endpoints.orders]\nurl = \"https://u:pw@example.com/h?api_key=k3y9s3cret&v=2\"\n\
              [endpoints.az]\nurl = \"https://f.example.net/api/x?code=AzK3y\"\n\
              [endpoints.plain]\nurl = \"https://Plain.example.com\"\n\
-             headers = { Authorization = \"Bearer abc\", X-Trace = \"t\", X-Auth-Key = \"cf\", X-Custom = \"Bearer\\tzz\" }\n\
+             headers = { Authorization = \"Bearer abc\", X-Trace = \"t\", X-Auth-Key = \"cf\", X-Custom = \"Bearer\\tzz-custom-s3cret\" }\n\
              [endpoints.gh]\nurl = \"https://ghp_t0k@example.com/g\"\n",
         )
         .unwrap();
@@ -335,10 +335,10 @@ mod tests {
         for secret in [
             "Bearer abc",
             ":pw@",
-            "k3y",
+            "k3y9s3cret",
             "ghp_t0k",
             "\"cf\"",
-            "zz",
+            "zz-custom-s3cret",
             "AzK3y",
         ] {
             assert!(!text.contains(secret), "{secret} shown:\n{text}");

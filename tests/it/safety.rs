@@ -333,10 +333,18 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
         }
     };
     let first = send(&sidecar, "/e/gone/1").await;
-    wait_for("the endpoint to be disabled", || async {
-        let (_, h) = sidecar.get_json("/v1/health/hosts").await;
-        (h["disabled_endpoints"] == serde_json::json!(["gone"])).then_some(())
-    })
+    // Disabled at once (the scheduler holds the endpoint while the change is stored), then
+    // stored with the 410's attempt.
+    wait_for(
+        "the endpoint to be disabled and its 410 recorded",
+        || async {
+            let (_, h) = sidecar.get_json("/v1/health/hosts").await;
+            let d = sidecar.delivery(&first).await;
+            (h["disabled_endpoints"] == serde_json::json!(["gone"])
+                && d["attempts"][0]["status_code"] == 410)
+                .then_some(())
+        },
+    )
     .await;
     let second = send(&sidecar, "/e/gone/2").await;
     let d = sidecar.delivery(&first).await;
