@@ -355,6 +355,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     let age = json::oldest_pending_age_secs(&s.store).ok().flatten();
     s.metrics.oldest_pending_age.set(age.unwrap_or(0) as i64);
     s.metrics.store_bytes.set(s.store.file_bytes() as i64);
+    s.metrics.store_used_bytes.set(s.writer.used_bytes() as i64);
     (
         [(
             header::CONTENT_TYPE,

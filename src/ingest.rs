@@ -178,7 +178,9 @@ impl Ingest {
         };
 
         let result = self.writer.ingest(write).await.map_err(|e| {
-            tracing::error!(error = %e, "ingest could not be stored");
+            // The writer logs why, once per failed batch or when the disk fills: one line per
+            // refused request would flood the log (and a full disk) under load.
+            tracing::debug!(error = %e, "ingest could not be stored");
             Reject::new(
                 503,
                 "store_unavailable",

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub oldest_pending_age: IntGauge,
     pub paused: IntGauge,
     pub store_bytes: IntGauge,
+    pub store_used_bytes: IntGauge,
     pub commit_duration: Histogram,
     pub commit_batch_size: Histogram,
     pub replayed: IntCounter,
@@ -177,6 +178,14 @@ impl Metrics {
             .unwrap();
         registry.register(Box::new(paused.clone())).unwrap();
         registry.register(Box::new(store_bytes.clone())).unwrap();
+        let store_used_bytes = IntGauge::new(
+            "hookrelay_store_used_bytes",
+            "Bytes in use in the store as store.max_bytes counts them (0 when no limit is set); the file may be larger, redb reuses freed pages without shrinking it.",
+        )
+        .unwrap();
+        registry
+            .register(Box::new(store_used_bytes.clone()))
+            .unwrap();
         registry
             .register(Box::new(commit_duration.clone()))
             .unwrap();
@@ -215,6 +224,7 @@ impl Metrics {
             oldest_pending_age,
             paused,
             store_bytes,
+            store_used_bytes,
             commit_duration,
             commit_batch_size,
             replayed,
@@ -264,6 +274,7 @@ mod tests {
             "hookrelay_oldest_pending_age_seconds",
             "hookrelay_paused",
             "hookrelay_store_bytes",
+            "hookrelay_store_used_bytes",
             "hookrelay_store_commit_duration_seconds",
             "hookrelay_store_commit_batch_size",
             "hookrelay_replayed_total",

@@ -282,7 +282,7 @@ pub fn overloaded(
     }
     if max_bytes > 0 && used_bytes >= max_bytes {
         return Some(format!(
-            "the store holds {used_bytes} bytes (store.max_bytes is {max_bytes}); retry later"
+            "the store uses {used_bytes} bytes (hookrelay_store_used_bytes; store.max_bytes is {max_bytes}); retry later, once finished deliveries are pruned"
         ));
     }
     None

@@ -42,6 +42,9 @@ const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Counting live bytes walks every B-tree on the writer thread, so it runs this rarely at most
 /// (and only while the file is over `store.max_bytes`); in between the last count stands.
 const COUNT_LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// What a delivery's index rows (`due`, `by_status`) or a claim take beyond its record and
+/// body, for [`Writer::grew`]'s estimate.
+const INDEX_ROWS_BYTES: u64 = 64;
 
 /// An idempotency claim made by one ingest request.
 #[derive(Debug, Clone)]
@@ -163,6 +166,9 @@ pub enum WriteOp {
 pub struct WriterHandle {
     ops_tx: mpsc::Sender<WriteOp>,
     healthy: Arc<AtomicBool>,
+    /// Set while `healthy` is false only because the disk was nearly full: readiness then
+    /// returns as soon as space does, without waiting for a write to prove it.
+    disk: Arc<DiskWatch>,
     /// Bytes the store uses, as last measured (see `Writer::measure`); 0 when not measured.
     used_bytes: Arc<AtomicU64>,
 }
@@ -242,6 +248,11 @@ impl WriterHandle {
         let handle = WriterHandle {
             ops_tx,
             healthy: Arc::new(AtomicBool::new(true)),
+            disk: Arc::new(DiskWatch {
+                full: AtomicBool::new(false),
+                path: std::path::PathBuf::new(),
+                free_space: |_| None,
+            }),
             used_bytes: Arc::default(),
         };
         (handle, ops_rx)
@@ -265,10 +276,24 @@ impl WriterHandle {
     }
 
     /// False after a failed commit (true again after the next successful one), and false for
-    /// good once the writer thread has stopped.
+    /// good once the writer thread has stopped. After writes were refused for lack of disk
+    /// space, true again as soon as there is room (the next write will go through), so an
+    /// idle sidecar's readiness comes back by itself.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ops_tx.is_closed()
+        if self.ops_tx.is_closed() {
+            return false;
+        }
+        self.healthy.load(Ordering::Relaxed)
+            || (self.disk.full.load(Ordering::Relaxed)
+                && (self.disk.free_space)(&self.disk.path).is_some_and(has_room))
     }
+}
+
+/// Whether writes were last refused for lack of disk space, and how to read the free space.
+struct DiskWatch {
+    full: AtomicBool,
+    path: std::path::PathBuf,
+    free_space: fn(&std::path::Path) -> Option<u64>,
 }
 
 /// Starts the writer thread. New pending work is announced on `enqueued_tx` after each commit.
@@ -320,6 +345,7 @@ struct Writer {
     /// idempotency hash covered the method: only they may match in their legacy form.
     idem_legacy_before: u64,
     healthy: Arc<AtomicBool>,
+    disk: Arc<DiskWatch>,
     store: Store,
     /// `store.max_bytes`; 0 turns measuring off.
     max_bytes: u64,
@@ -430,6 +456,11 @@ impl Writer {
         let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
         let healthy = Arc::new(AtomicBool::new(true));
         let used_bytes = Arc::new(AtomicU64::new(0));
+        let disk = Arc::new(DiskWatch {
+            full: AtomicBool::new(false),
+            path: store.path().to_path_buf(),
+            free_space,
+        });
         let writer = Writer {
             db: store.db(),
             store: store.clone(),
@@ -445,6 +476,7 @@ impl Writer {
                 .idem_method_since()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             healthy: healthy.clone(),
+            disk: disk.clone(),
             max_bytes,
             used_bytes: used_bytes.clone(),
             measured_at: None,
@@ -454,6 +486,7 @@ impl Writer {
         let handle = WriterHandle {
             ops_tx,
             healthy,
+            disk,
             used_bytes,
         };
         Ok((writer, handle))
@@ -513,6 +546,34 @@ impl Writer {
         self.used_bytes.store(used, Ordering::Relaxed);
     }
 
+    /// Adds what a committed batch's new webhooks take to the bytes in use, so that between
+    /// measurements (at most once a second; a count of the live bytes at most once a minute
+    /// while the file is over `store.max_bytes`) ingest sees the store grow with every commit
+    /// instead of overshooting the limit by a second's or a minute's traffic. A replay copies
+    /// bodies this op does not carry: it is measured afresh instead.
+    fn grew(&mut self, batch: &[WriteOp]) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let mut bytes = 0u64;
+        for op in batch {
+            match op {
+                WriteOp::Ingest(w, _) => {
+                    for d in &w.deliveries {
+                        bytes += (d.record.len() + d.payload.len() + d.host.len()) as u64
+                            + INDEX_ROWS_BYTES;
+                    }
+                    if w.idem.is_some() {
+                        bytes += INDEX_ROWS_BYTES;
+                    }
+                }
+                WriteOp::Replay(..) => self.measured_at = None,
+                _ => {}
+            }
+        }
+        self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     fn live_bytes(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let stats = txn.stats()?;
@@ -536,6 +597,7 @@ impl Writer {
             return false;
         }
         let e = StoreError::DiskFull { free };
+        self.disk.full.store(true, Ordering::Relaxed);
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(
                 free_bytes = free,
@@ -598,6 +660,10 @@ impl Writer {
             Ok((outcomes, enqueued)) => {
                 // A batch that had to refuse webhooks for lack of disk is not a recovery.
                 self.healthy.store(!refused, Ordering::Relaxed);
+                if !refused {
+                    self.disk.full.store(false, Ordering::Relaxed);
+                }
+                self.grew(batch);
                 self.metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
@@ -616,6 +682,8 @@ impl Writer {
             }
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
+                // Not for lack of space: readiness waits for a commit that goes through.
+                self.disk.full.store(false, Ordering::Relaxed);
                 tracing::error!(error = %e, batch = batch.len(), "store commit failed; the batch is refused");
                 for op in batch.drain(..) {
                     op.refuse(&e);
@@ -993,6 +1061,29 @@ mod tests {
         Some(FREE.load(Ordering::SeqCst))
     }
 
+    /// Between measurements of the store, every committed webhook adds to the bytes in use, so
+    /// ingest sees `store.max_bytes` reached within a batch, not a minute later.
+    #[tokio::test]
+    async fn bytes_in_use_grow_with_each_commit_between_measurements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        // A limit the empty file is already over: the live bytes are counted at start, and
+        // not again for a minute.
+        let (writer, join) = spawn_inner(&store, Metrics::new(), tx, 1, test_disk).unwrap();
+        let before = writer.used_bytes();
+        let mut big = one_delivery();
+        big.deliveries[0].payload = vec![7u8; 100_000];
+        assert!(matches!(
+            writer.ingest(big).await,
+            Ok(IngestResult::Created { .. })
+        ));
+        let after = writer.used_bytes();
+        assert!(after >= before + 100_000, "{before} -> {after}");
+        drop(writer);
+        join.join().unwrap();
+    }
+
     fn one_delivery() -> IngestWrite {
         IngestWrite {
             idem: None,
@@ -1058,6 +1149,8 @@ mod tests {
         assert_eq!(store.for_each_due(|_| {}).unwrap(), 1);
 
         FREE.store(u64::MAX, Ordering::SeqCst);
+        // Ready again as soon as there is room: an idle sidecar must not wait for a write.
+        assert!(writer.healthy(), "ready again once space returned");
         assert!(matches!(
             writer.ingest(one_delivery()).await,
             Ok(IngestResult::Created { .. })
