@@ -210,6 +210,7 @@ impl Deliverer {
                     .as_deref()
                     .and_then(|v| parse_retry_after(v, clock::now_system()));
                 let error = match r.status {
+                    304 => Some("HTTP 304 Not Modified: not a success for a webhook".to_string()),
                     300..=399 => Some(format!("HTTP {}: redirects are not followed", r.status)),
                     200..=299 => None,
                     s => Some(format!("HTTP {s}")),
@@ -493,9 +494,10 @@ impl Deliverer {
             headers.retain(|(n, _)| !ep.headers.iter().any(|(en, _)| en == n));
             headers.extend(ep.headers.iter().cloned());
             if !ep.signing_keys.is_empty() {
-                // The delivery id is the message id: stable across retries, so receivers can
-                // deduplicate; the timestamp is the attempt's.
-                let msg_id = DeliveryId(id).to_string();
+                // The delivery id (a replay's original's) is the message id: stable across
+                // retries and replays, so receivers can deduplicate; the timestamp is the
+                // attempt's.
+                let msg_id = DeliveryId(record.replay_of.unwrap_or(id)).to_string();
                 let signed = sign::headers(
                     &ep.signing_keys,
                     &msg_id,

@@ -104,6 +104,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
+    // More seconds than a u64 holds: as long as it gets (the policy caps it at max_delay).
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(u64::MAX));
+    }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -204,8 +208,10 @@ mod tests {
             (" 3 ", Some(3)),
             ("Sun, 06 Nov 1994 08:50:37 GMT", Some(60)),
             ("Sun, 06 Nov 1994 08:00:00 GMT", Some(0)),
+            ("99999999999999999999999", Some(u64::MAX)),
             ("soon", None),
             ("-5", None),
+            ("3.5", None),
             ("", None),
         ];
         for (value, want) in cases {

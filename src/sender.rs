@@ -25,6 +25,9 @@ use crate::config::{Endpoint, EndpointTls};
 use crate::egress::{EgressDenied, EgressPolicy, Mode};
 use crate::metrics::Metrics;
 
+/// How long the response body is read for its snippet once the status has arrived.
+pub const SNIPPET_WAIT: Duration = Duration::from_secs(1);
+
 /// One attempt's request, fully built.
 #[derive(Debug, Clone)]
 pub struct OutgoingRequest {
@@ -147,6 +150,10 @@ impl Sender for ReqwestSender {
             let _ = url.set_username("");
             let _ = url.set_password(None);
         }
+        // hyper frames an empty body by sending no length at all; a server that requires one
+        // for a method with a body (RFC 9110 8.6) answers 411, a permanent failure.
+        let empty_with_body_method =
+            req.body.is_empty() && matches!(req.method, Method::POST | Method::PUT | Method::PATCH);
         let client = req
             .tls_endpoint
             .as_ref()
@@ -159,6 +166,9 @@ impl Sender for ReqwestSender {
         for (name, value) in req.headers {
             builder = builder.header(name, value);
         }
+        if empty_with_body_method {
+            builder = builder.header(http::header::CONTENT_LENGTH, "0");
+        }
         let mut response = builder.send().await.map_err(to_send_error)?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -167,15 +177,18 @@ impl Sender for ReqwestSender {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut snippet = Vec::new();
-        // Read at most the snippet; an error or timeout while reading it does not change the
-        // outcome, the status already arrived.
+        // Read at most the snippet, for at most `SNIPPET_WAIT`: the status has arrived and
+        // decides the outcome, so a body that trickles (or never ends) must not keep the
+        // attempt, its host's slot, or a drain waiting until the timeout. An error or a timeout
+        // while reading it does not change the outcome.
+        let snippet_deadline = tokio::time::Instant::now() + SNIPPET_WAIT;
         while snippet.len() < self.snippet_bytes {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
+            match tokio::time::timeout_at(snippet_deadline, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
                     let take = (self.snippet_bytes - snippet.len()).min(chunk.len());
                     snippet.extend_from_slice(&chunk[..take]);
                 }
-                Ok(None) | Err(_) => break,
+                Ok(Ok(None) | Err(_)) | Err(_) => break,
             }
         }
         Ok(SentResponse {

@@ -285,3 +285,49 @@ async fn unknown_delivery_ids_are_404() {
         assert_eq!(body["error"]["code"], "not_found");
     }
 }
+
+/// An empty POST, PUT or PATCH goes out with `Content-Length: 0` (a server may require a
+/// length for a method with a body, RFC 9110 8.6, and answer 411 without one).
+#[tokio::test]
+async fn an_empty_body_is_sent_with_a_zero_length() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(FAST_RETRY).await;
+    for method in ["POST", "PUT", "PATCH"] {
+        let resp = sidecar
+            .http
+            .request(
+                method.parse().unwrap(),
+                sidecar.ingest_url(&format!("/{}", receiver.url(&format!("/{method}")))),
+            )
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "{method}");
+    }
+    let got = receiver.wait_count(3).await;
+    for method in ["POST", "PUT", "PATCH"] {
+        let r = got
+            .iter()
+            .find(|r| r.target == format!("/{method}"))
+            .unwrap();
+        assert_eq!(r.header("content-length"), Some("0"), "{method}: {r:?}");
+        assert!(r.header("transfer-encoding").is_none(), "{method}: {r:?}");
+    }
+}
+
+/// Once the status has arrived the attempt is decided: a body that never finishes is read for
+/// its snippet for about a second, not until the attempt's timeout, so it does not hold the
+/// host's slot (or a drain) that long.
+#[tokio::test]
+async fn a_body_that_never_finishes_does_not_hold_the_attempt() {
+    let receiver = Receiver::start(Arc::new(|_, _| Reply::HeadThenStall(200))).await;
+    let sidecar = Sidecar::start(&format!("{FAST_RETRY}[delivery]\ntimeout = \"60s\"\n")).await;
+    let id = send_ok(&sidecar, &receiver.url("/trickle")).await;
+    let d = sidecar.wait_status(&id, "delivered").await;
+    let a = &d["attempts"][0];
+    assert_eq!(a["classification"], "SUCCESS", "{d}");
+    assert_eq!(a["response_snippet"], "partial", "{d}");
+    let took = a["duration_ms"].as_u64().unwrap();
+    assert!((900..10_000).contains(&took), "the attempt took {took} ms");
+}

@@ -399,6 +399,9 @@ pub enum Reply {
     Reset,
     /// Wait this long, then answer 200 (a timeout test's slow receiver).
     Stall(Duration),
+    /// Answer this status at once with a body promised but never finished: the first bytes,
+    /// then nothing while the connection stays open.
+    HeadThenStall(u16),
 }
 
 /// Decides the reply from the request and how many requests this path got before it.
@@ -541,6 +544,12 @@ async fn serve_connection(
             Reply::Stall(d) => {
                 tokio::time::sleep(d).await;
                 (200, vec![], String::new())
+            }
+            Reply::HeadThenStall(status) => {
+                let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 100000\r\n\r\npartial");
+                stream.write_all(head.as_bytes()).await?;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
             }
         };
         let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());

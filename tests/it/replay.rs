@@ -217,3 +217,58 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
         Some(5.0)
     );
 }
+
+/// A replay is the same message sent again: a signed replay (and a replay of that replay)
+/// carries the original delivery's `webhook-id`, so receivers that deduplicate by it can.
+#[tokio::test]
+async fn a_signed_replay_keeps_the_original_webhook_id() {
+    // Refused (permanently) twice, then taken.
+    let receiver = Receiver::start(Arc::new(|_, nth| {
+        if nth < 2 {
+            Reply::Status(400)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let sidecar = Sidecar::start(&format!(
+        "{FAST_RETRY}[endpoints.signed]\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        receiver.url("/signed")
+    ))
+    .await;
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url("/e/signed"))
+        .body(r#"{"order":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let original = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sidecar.wait_status(&original, "failed").await;
+
+    // Replay it, and replay the replay once it failed too.
+    let mut source = original.clone();
+    for round in 0..2 {
+        let (status, batch) = sidecar
+            .post_json("/v1/batches", json!({"delivery_ids": [source]}))
+            .await;
+        assert_eq!(status, 201, "{batch}");
+        let copy = created(&batch)[0].1.as_str().unwrap().to_string();
+        let d = sidecar
+            .wait_status(&copy, if round == 0 { "failed" } else { "delivered" })
+            .await;
+        assert_eq!(d["replay_of"], original.as_str(), "{d}");
+        source = copy;
+    }
+    let ids: Vec<String> = receiver
+        .wait_count(3)
+        .await
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![original; 3]);
+}

@@ -183,7 +183,11 @@ pub fn replay(
             let id = ids.next(now);
             let host = r.host();
             let record = DeliveryRecord {
-                replay_of: Some(source),
+                // The original delivery, also when the source is itself a replay: its id is
+                // the signed `webhook-id` of every copy, so a receiver that deduplicates by it
+                // sees a replay as the same message (Standard Webhooks keeps the id when a
+                // message is sent again). The batch keeps the exact source.
+                replay_of: Some(r.replay_of.unwrap_or(source)),
                 batch_id: Some(batch_id),
                 ..DeliveryRecord::pending(
                     r.method,
