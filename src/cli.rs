@@ -108,7 +108,7 @@ pub struct AdminArgs {
 /// Filters shared by `deliveries list` and `replay`.
 #[derive(Args, Clone, Default)]
 pub struct FilterArgs {
-    /// pending, in_progress, delivered, failed, cancelled.
+    /// pending, in_progress, delivered, failed, cancelled (`replay`: failed or cancelled).
     #[arg(long)]
     pub status: Option<String>,
     /// Target URL prefix.
@@ -185,13 +185,17 @@ pub enum EndpointsCommand {
 
 #[derive(Subcommand)]
 pub enum BatchesCommand {
-    /// Newest first.
+    /// Newest first, one page.
     List {
         #[arg(long)]
         limit: Option<u32>,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// One batch: its filter or ids, what it created and what it skipped.
     Show {
         id: String,
         #[command(flatten)]
@@ -240,7 +244,7 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             match runtime.block_on(operate(operator)) {
                 Ok(text) => {
-                    print!("{text}");
+                    out(&text);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -368,11 +372,16 @@ async fn operate(command: Command) -> Result<String, CliError> {
             let b = connect(&r.admin)?.post("/v1/batches", body).await?;
             Ok(output(&r.admin, &b, render::batch))
         }
-        Command::Batches(BatchesCommand::List { limit, admin }) => {
-            let q: Vec<_> = limit
+        Command::Batches(BatchesCommand::List {
+            limit,
+            cursor,
+            admin,
+        }) => {
+            let mut q: Vec<_> = limit
                 .map(|l| ("limit", l.to_string()))
                 .into_iter()
                 .collect();
+            q.extend(cursor.map(|c| ("cursor", c)));
             let page = connect(&admin)?.get("/v1/batches", &q).await?;
             Ok(output(&admin, &page, render::batches))
         }
@@ -428,7 +437,12 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     serde_json::to_string_pretty(&both).unwrap_or_default()
                 ));
             }
-            Ok(render::status(&stats, &hosts, &health))
+            let pause = if stats["paused"] == true {
+                Some(client.get("/v1/pause", &[]).await?)
+            } else {
+                None
+            };
+            Ok(render::status(&stats, &hosts, &health, pause.as_ref()))
         }
         Command::Serve { .. }
         | Command::Config { .. }
@@ -448,9 +462,26 @@ fn enabled(v: &Value) -> String {
 
 /// Escapes what would change the meaning of a path segment; ids and `host:port` pass as is.
 fn path_segment(s: &str) -> String {
+    // Form encoding writes a space as `+` (a `+` itself as `%2B`); in a path it is `%20`.
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace("%3A", ":")
+        .replace('+', "%20")
+}
+
+/// Writes to stdout. A reader that stopped reading (`hookrelay deliveries list | head`) is
+/// not an error: what was asked was done (a replay batch, say, is created), so the rest of the
+/// output is dropped and the command still succeeds, instead of `print!`'s panic.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("hookrelay: cannot write the output: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -504,5 +535,6 @@ mod tests {
         assert!(Cli::try_parse_from(["hookrelay", "endpoints", "enable", "orders"]).is_ok());
         assert_eq!(path_segment("127.0.0.1:80"), "127.0.0.1:80");
         assert_eq!(path_segment("a/b"), "a%2Fb");
+        assert_eq!(path_segment("bad host+1"), "bad%20host%2B1");
     }
 }

@@ -39,10 +39,10 @@ pub async fn create(
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response, ApiError> {
     let max = s.config.max_batch;
-    let too_large = |n: String| {
+    let too_large = |what: String| {
         ApiError::bad(
             "batch_too_large",
-            format!("{n} deliveries; one batch takes at most {max} (admin.max_batch)"),
+            format!("{what}; one batch takes at most {max} (admin.max_batch)"),
         )
     };
     let (requested, filter) = match (req.delivery_ids, req.filter) {
@@ -51,7 +51,7 @@ pub async fn create(
                 return Err(ApiError::bad("bad_batch", "`delivery_ids` is empty"));
             }
             if ids.len() > max {
-                return Err(too_large(ids.len().to_string()));
+                return Err(too_large(format!("`delivery_ids` names {}", ids.len())));
             }
             // An id that is not a delivery id is recorded as skipped (`not_found`), as it was
             // given: bounded, so the audit record stays small.
@@ -105,9 +105,9 @@ pub async fn create(
             let ids = match selection {
                 ReplaySelection::Ids(ids) => ids,
                 ReplaySelection::TooMany => {
-                    return Err(too_large(
-                        "more than that: the filter matches too many".into(),
-                    ));
+                    return Err(too_large(format!(
+                        "the filter matches more than {max} deliveries: narrow it (`since` and `until`, `target_prefix`, `classification`) and replay in several batches"
+                    )));
                 }
                 ReplaySelection::TooBroad { examined } => {
                     return Err(too_broad(examined, filter.status.is_some()));

@@ -211,9 +211,11 @@ pub fn reason(v: Option<String>) -> Result<Option<String>, ApiError> {
 /// A host key as the scheduler knows it: `host:port`, lower case.
 pub fn host(v: &str) -> Result<String, ApiError> {
     let bad = || {
+        let shown: String = v.chars().take(80).collect();
+        let cut = if shown.len() < v.len() { "..." } else { "" };
         ApiError::bad(
             "bad_host",
-            format!("`{v}` is not `host:port` (for example `api.example.com:443`)"),
+            format!("`{shown}{cut}` is not `host:port` (for example `api.example.com:443`)"),
         )
     };
     let has_port = v.rsplit_once(':').is_some_and(|(h, p)| {
@@ -232,6 +234,12 @@ pub fn host(v: &str) -> Result<String, ApiError> {
         && url.query().is_none()
         && url.fragment().is_none();
     if !only_a_host || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    // No destination has a longer name (DNS: 253 characters, labels of at most 63).
+    if let Some(url::Host::Domain(name)) = url.host()
+        && (name.len() > 253 || name.split('.').any(|label| label.len() > 63))
+    {
         return Err(bad());
     }
     Ok(url_host_key(&url))
@@ -315,5 +323,11 @@ mod tests {
         for bad in ["example.com", ":80", "a:0", "a:port", "a/b:80"] {
             assert!(host(bad).is_err(), "{bad}");
         }
+        // Longer than any DNS name: refused, and not echoed whole.
+        let long = format!("{}:80", "a".repeat(3000));
+        let e = host(&long).unwrap_err();
+        assert!(format!("{e:?}").len() < 1000, "{e:?}");
+        assert!(host(&format!("{}.example:80", "a".repeat(64))).is_err());
+        assert!(host(&format!("{}.example:80", "a".repeat(63))).is_ok());
     }
 }

@@ -39,12 +39,12 @@ pub fn run(command: ConfigCommand) -> ExitCode {
 fn check(file: Option<&Path>) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
-            println!(
-                "configuration is valid ({} endpoint(s); ingest {}, admin {})",
+            crate::cli::out(&format!(
+                "configuration is valid ({} endpoint(s); ingest {}, admin {})\n",
                 c.endpoints.len(),
                 c.ingest.listen,
                 c.admin.listen
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -75,15 +75,15 @@ fn show(file: Option<&Path>) -> ExitCode {
     let rendered = config::layered(file, env.clone()).and_then(|f| render(&f));
     match rendered {
         Ok(text) => {
-            print!("{text}");
+            crate::cli::out(&text);
             if let Some(filter) = env
                 .iter()
                 .find(|(k, v)| k == "RUST_LOG" && !v.trim().is_empty())
                 .map(|(_, v)| v)
             {
-                println!(
-                    "# RUST_LOG is set ({filter:?}): the log uses it in the place of log.level."
-                );
+                crate::cli::out(&format!(
+                    "# RUST_LOG is set ({filter:?}): the log uses it in the place of log.level.\n"
+                ));
             }
         }
         Err(e) => {

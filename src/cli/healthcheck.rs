@@ -40,7 +40,7 @@ pub fn run(args: HealthcheckArgs) -> ExitCode {
     let url = format!("{base}{}", if args.live { "/healthz" } else { "/readyz" });
     match probe(&url, args.timeout) {
         Ok((status, _)) if status.is_success() => {
-            println!("{url}: {status}");
+            crate::cli::out(&format!("{url}: {status}\n"));
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {

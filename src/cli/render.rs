@@ -169,7 +169,7 @@ pub fn batches(page: &Value) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "ID",
             "STATUS",
@@ -180,7 +180,11 @@ pub fn batches(page: &Value) -> String {
             "REASON",
         ],
         &rows,
-    )
+    );
+    if let Some(c) = page["next_cursor"].as_str() {
+        out.push_str(&format!("more: --cursor {c}\n"));
+    }
+    out
 }
 
 pub fn pause(p: &Value) -> String {
@@ -198,13 +202,21 @@ pub fn pause(p: &Value) -> String {
     }
 }
 
-pub fn status(stats: &Value, hosts: &Value, health: &Value) -> String {
+/// `pause` is `GET /v1/pause`'s answer (asked for only when `stats` says delivery is paused).
+pub fn status(stats: &Value, hosts: &Value, health: &Value, pause: Option<&Value>) -> String {
     let mut out = String::new();
-    out.push_str(if stats["paused"] == true {
-        "delivery: PAUSED\n"
+    let paused = stats["paused"] == true;
+    if paused {
+        let since = pause
+            .and_then(|p| p["since"].as_str())
+            .map_or(String::new(), |t| format!(" since {t}"));
+        let reason = pause
+            .and_then(|p| p["reason"].as_str())
+            .map_or(" (no reason given)".to_string(), |r| format!(": {r}"));
+        out.push_str(&format!("delivery: PAUSED{since}{reason}\n"));
     } else {
-        "delivery: running\n"
-    });
+        out.push_str("delivery: running\n");
+    }
     let counts = &stats["counts"];
     let rows = vec![
         ["pending", "in_progress", "delivered", "failed", "cancelled"]
@@ -243,7 +255,7 @@ pub fn status(stats: &Value, hosts: &Value, health: &Value) -> String {
                 cell(&h["host"]),
                 cell(&h["pending"]),
                 cell(&h["in_progress"]),
-                host_state(h),
+                host_state(h, paused),
                 h["rate_limit"].as_str().unwrap_or("-").to_string(),
             ]
         })
@@ -258,11 +270,14 @@ pub fn status(stats: &Value, hosts: &Value, health: &Value) -> String {
     out
 }
 
-/// What holds a host, if anything: its pause, its circuit, a `Retry-After`, a disabled endpoint.
-fn host_state(h: &Value) -> String {
+/// What holds a host, if anything: its pause (or the global one), its circuit, a
+/// `Retry-After`, a disabled endpoint.
+fn host_state(h: &Value, globally_paused: bool) -> String {
     let mut parts = Vec::new();
     if h["paused"] == true {
         parts.push("paused".to_string());
+    } else if globally_paused {
+        parts.push("held by the global pause".to_string());
     }
     match h["circuit"].as_str() {
         Some("open") => parts.push(match h["next_probe_at"].as_str() {
@@ -321,6 +336,12 @@ mod tests {
             text.contains("dlv_a  failed") && text.ends_with("more: --cursor C\n"),
             "{text}"
         );
+        let page = json!({"data": [{"id": "bat_a", "status": "completed"}], "next_cursor": "D"});
+        let text = batches(&page);
+        assert!(
+            text.contains("bat_a  completed") && text.ends_with("more: --cursor D\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -334,7 +355,7 @@ mod tests {
              "retry_after_until": "2026-11-29T05:01:00.000Z", "held_for_disabled_endpoint": 1},
         ]});
         let health = serde_json::json!({"hosts": [], "disabled_endpoints": ["gone"]});
-        let text = status(&stats, &hosts, &health);
+        let text = status(&stats, &hosts, &health, None);
         assert!(
             text.contains("disabled endpoints (410 Gone; `hookrelay endpoints enable NAME`): gone"),
             "{text}"
@@ -358,5 +379,20 @@ mod tests {
             ),
             "{c}"
         );
+
+        // Under the global pause: since when and why, and every host held by it.
+        let stats = serde_json::json!({"paused": true, "counts": {}});
+        let pause = serde_json::json!({"paused": true, "since": "2026-11-29T06:00:00.000Z",
+            "reason": "receiver migration"});
+        let text = status(&stats, &hosts, &health, Some(&pause));
+        assert!(
+            text.starts_with(
+                "delivery: PAUSED since 2026-11-29T06:00:00.000Z: receiver migration\n"
+            ),
+            "{text}"
+        );
+        let line = |host: &str| text.lines().find(|l| l.starts_with(host)).unwrap();
+        assert!(line("a:443").contains("held by the global pause"), "{text}");
+        assert!(!line("c:443").contains("global"), "{text}");
     }
 }

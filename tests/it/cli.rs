@@ -192,3 +192,35 @@ async fn operator_commands_work_against_a_live_sidecar() {
     );
     assert!(!down.stderr.contains("panicked"));
 }
+
+/// A reader that stops reading (`hookrelay deliveries list | head`) does not make the CLI
+/// panic: what it was asked to do is done, and it exits 0.
+#[tokio::test]
+async fn a_closed_output_pipe_is_not_a_crash() {
+    let mut sidecar = Sidecar::start(&format!("[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    sidecar.token = Some(TOKEN.into());
+    let receiver = Receiver::ok().await;
+    sidecar.send(&receiver.url("/a"), "{}", None).await;
+    let url = format!("http://{}", sidecar.admin);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args([
+            "deliveries",
+            "list",
+            "--json",
+            "--admin-url",
+            &url,
+            "--token",
+            TOKEN,
+        ])
+        .env_remove("HOOKRELAY_ADMIN__TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command can have written anything: its write meets a broken pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -106,6 +106,8 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
         twice["skipped"],
         json!([{"id": "dlv_bogus", "reason": "not_found"}])
     );
+    // Counted once too, so created and skipped add up to what was requested.
+    assert_eq!(twice["requested"], 1, "{twice}");
 
     // Over admin.max_batch: refused whole, and not recorded.
     let (status, err) = sidecar
@@ -117,6 +119,11 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
     assert_eq!(
         (status, &err["error"]["code"]),
         (400, &json!("batch_too_large"))
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("matches more than 4 deliveries") && message.contains("since"),
+        "{message}"
     );
     let (status, _) = sidecar
         .post_json(
@@ -134,9 +141,10 @@ async fn replays_by_ids_and_by_filter_with_dry_runs_and_an_audit_trail() {
         )
         .await;
     assert_eq!(status, 201, "{real}");
+    // Two deliveries requested (one named twice): created and skipped add up to it.
     assert_eq!(
         (&real["status"], &real["requested"]),
-        (&json!("completed"), &json!(3))
+        (&json!("completed"), &json!(2))
     );
     let pairs = created(&real);
     assert_eq!(pairs.len(), 2, "a repeated id is replayed once");

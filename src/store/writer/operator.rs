@@ -217,7 +217,9 @@ pub fn replay(
         reason: w.reason.clone(),
         created_at: now,
         filter: w.filter.clone(),
-        requested: w.requested.len() as u32,
+        // Each delivery (or unknown text) once, however often it was named: so that
+        // `created` and `skipped` add up to it.
+        requested: (seen.len() + seen_text.len()) as u32,
         created,
         skipped,
     };
