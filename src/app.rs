@@ -61,7 +61,34 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         })
         .with_rates(config.rate_limits.clone());
     // Loaded before the writer starts, so no commit can be both in this snapshot and announced.
-    let pending = store.for_each_due(|e| queue.push(e.host, e.next_at, e.id))?;
+    // A retry scheduled further out than the longest `max_delay` configured now (it was
+    // shortened since) is brought forward to it: "no delay exceeds max_delay" holds for the
+    // retries already waiting too. Only the queue's time changes; the stored
+    // `next_attempt_at` is rewritten by the attempt.
+    let now = clock::now_ms();
+    let latest = config
+        .endpoints
+        .values()
+        .map(|e| e.retry.max_delay)
+        .chain([config.retry.max_delay])
+        .max()
+        .map_or(u64::MAX, |d| now.saturating_add(clock::duration_ms(d)));
+    let mut brought_forward = 0usize;
+    let pending = store.for_each_due(|e| {
+        let at = if e.next_at > latest {
+            brought_forward += 1;
+            latest
+        } else {
+            e.next_at
+        };
+        queue.push(e.host, at, e.id)
+    })?;
+    if brought_forward > 0 {
+        tracing::info!(
+            deliveries = brought_forward,
+            "retries scheduled beyond the configured retry.max_delay are brought forward to it"
+        );
+    }
     // Pauses are stored, so a kill switch thrown before a restart still holds after it.
     let paused = store.pause()?.is_some();
     for (host, _) in store.host_pauses()? {

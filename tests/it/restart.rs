@@ -132,3 +132,39 @@ async fn invalid_config_exits_before_binding_and_names_the_key() {
         );
     }
 }
+
+/// A retry scheduled under a longer `retry.max_delay` than the one configured after a restart
+/// is brought forward to the new limit: "no delay exceeds max_delay" holds for retries already
+/// waiting too.
+#[tokio::test]
+async fn a_shortened_max_delay_applies_to_retries_already_scheduled() {
+    let receiver = Receiver::start(Arc::new(|_, nth| {
+        if nth == 0 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let slow = "[retry]\ninitial_delay = \"1h\"\nmax_delay = \"2h\"\njitter = 0.0\n";
+    let mut sidecar = Sidecar::start(slow).await;
+    let (_, j) = sidecar.send(&receiver.url("/later"), "{}", None).await;
+    let id = j["id"].as_str().unwrap().to_string();
+    let d = wait_for("the first attempt to be recorded", || async {
+        let d = sidecar.delivery(&id).await;
+        (d["attempt_count"] == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(d["status"], "pending", "{d}");
+
+    sidecar.terminate().await;
+    sidecar.set_extra_config("[retry]\ninitial_delay = \"100ms\"\nmax_delay = \"1s\"\n");
+    sidecar.restart().await;
+    let d = sidecar.wait_status(&id, "delivered").await;
+    assert_eq!(d["attempt_count"], 2, "{d}");
+    assert!(
+        sidecar.log().contains("brought forward"),
+        "{}",
+        sidecar.log()
+    );
+}
