@@ -60,7 +60,7 @@ USER 10001:10001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["hookrelay", "healthcheck"]
 # Exec form: hookrelay is PID 1 and receives SIGTERM itself, then drains for
-# shutdown.grace_period (10 s). Give `docker stop` more than that: `docker stop -t 30`, or
+# shutdown.grace_period (20 s). Give `docker stop` more than that: `docker stop -t 30`, or
 # `stop_grace_period: 30s` in compose.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["hookrelay"]

@@ -95,6 +95,20 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         queue.set_host_paused(&host, true);
     }
     tracing::info!(pending, paused, path = %config.store.path.display(), "store opened");
+    let longest_timeout = config
+        .endpoints
+        .values()
+        .map(|e| e.timeout)
+        .chain([config.delivery.timeout])
+        .max()
+        .unwrap_or_default();
+    if config.shutdown.grace_period <= longest_timeout {
+        tracing::warn!(
+            grace_period = ?config.shutdown.grace_period,
+            timeout = ?longest_timeout,
+            "shutdown.grace_period is not longer than the delivery timeout: at a stop, an attempt still waiting on a slow receiver is cut off, leaves no attempt record, and is sent again after the restart"
+        );
+    }
     metrics.paused.set(i64::from(paused));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
 
