@@ -291,6 +291,17 @@ pub fn host_key(target: &str) -> String {
     }
 }
 
+/// Whether a URL's host could be looked up: an IP address, or a name of at most 253
+/// characters with labels of at most 63 (DNS). A longer one can never be delivered to.
+pub fn host_fits_dns(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(name)) => {
+            name.len() <= 253 && name.split('.').all(|label| label.len() <= 63)
+        }
+        _ => true,
+    }
+}
+
 /// [`host_key`] of a URL already parsed.
 pub fn url_host_key(u: &url::Url) -> String {
     format!(

@@ -69,13 +69,14 @@ fn is_secret_param(name: &str, value: &str) -> bool {
 /// Credentials stay stored, for delivery; they are never shown.
 ///
 /// The userinfo is found the way delivery finds it, by parsing the URL (which, for http(s),
-/// also takes `http:///u:p@h`), and a target with it is shown as the parsed URL. Query
-/// parameters are rewritten in place, the rest of the query kept byte for byte. A target with
-/// nothing to hide is returned as it is.
+/// also takes `http:///u:p@h`). A target with something to hide is shown as the parsed URL
+/// (host in lower case, a default port left out, its query and fragment as the parser wrote
+/// them, each hidden value replaced); a target with nothing to hide is returned as it is. The
+/// fragment is treated like the query (`#access_token=...`), though it is never sent.
 pub fn target(target: &str) -> Cow<'_, str> {
-    // Without an `@` there is no userinfo, and without a `?` no query: no parse on the
-    // listings' hot path.
-    if !target.contains('@') && !target.contains('?') {
+    // Without an `@` there is no userinfo, and without a `?` or `#` no query or fragment: no
+    // parse on the listings' hot path.
+    if !target.contains(['@', '?', '#']) {
         return target.into();
     }
     let Ok(u) = url::Url::parse(target) else {
@@ -86,9 +87,10 @@ pub fn target(target: &str) -> Cow<'_, str> {
     }
     let userinfo = !u.username().is_empty() || u.password().is_some();
     let query = u.query().and_then(hide_params);
-    match (userinfo, query) {
-        (false, None) => target.into(),
-        (userinfo, query) => {
+    let fragment = u.fragment().and_then(hide_params);
+    match (userinfo, query, fragment) {
+        (false, None, None) => target.into(),
+        (userinfo, query, fragment) => {
             let mut shown = format!("{}://", u.scheme());
             if userinfo {
                 shown.push_str(HIDDEN);
@@ -99,7 +101,7 @@ pub fn target(target: &str) -> Cow<'_, str> {
                 shown.push('?');
                 shown.push_str(q);
             }
-            if let Some(f) = u.fragment() {
+            if let Some(f) = fragment.as_deref().or(u.fragment()) {
                 shown.push('#');
                 shown.push_str(f);
             }
@@ -207,6 +209,15 @@ mod tests {
                 "https://h.example/p?page=2&sort=asc",
             ),
             ("https://h.example/p?", "https://h.example/p?"),
+            (
+                "https://h.example/cb#access_token=t0k&state=s",
+                "https://h.example/cb#access_token=***&state=s",
+            ),
+            // Shown as parsed once something is hidden.
+            (
+                "https://H.example:443/p?token=t",
+                "https://h.example/p?token=***",
+            ),
             (
                 "ftp://u:p@h.example/?token=t",
                 "ftp://u:p@h.example/?token=t",

@@ -67,6 +67,8 @@ pub struct Queue {
     ready: BTreeSet<(u64, u64, Host)>,
     /// Attempts started so far (the sequence behind `HostQueue::last_start_seq`).
     starts: u64,
+    /// The latest `now` `pop_due` was given: an earlier one means the clock stepped back.
+    latest_now: u64,
     per_host_limit: usize,
     pending: usize,
     breaker: BreakerPolicy,
@@ -108,6 +110,7 @@ impl Queue {
             hosts: HashMap::new(),
             ready: BTreeSet::new(),
             starts: 0,
+            latest_now: 0,
             per_host_limit: per_host_limit.max(1),
             pending: 0,
             breaker: BreakerPolicy::NEVER,
@@ -289,6 +292,10 @@ impl Queue {
 
     /// Takes the next delivery that is due at `now`, marking it in flight.
     pub fn pop_due(&mut self, now: u64) -> Option<(Id, Host)> {
+        if now < self.latest_now {
+            self.clock_stepped_back(now);
+        }
+        self.latest_now = now;
         let (at, _, host) = self.ready.first()?.clone();
         if at > now {
             return None;
@@ -311,6 +318,22 @@ impl Queue {
         self.pending -= 1;
         self.refresh(&host);
         Some((id, host))
+    }
+
+    /// After the clock stepped back to `now`: a host's last start is no later than `now` again,
+    /// or work due now would wait for the clock to catch up with it (turn-taking only orders
+    /// hosts, it never delays work that is due).
+    fn clock_stepped_back(&mut self, now: u64) {
+        let mut moved = Vec::new();
+        for (host, hq) in &mut self.hosts {
+            if hq.last_start > now {
+                hq.last_start = now;
+                moved.push(host.clone());
+            }
+        }
+        for host in moved {
+            self.refresh(&host);
+        }
     }
 
     /// Forgets the pacing of hosts that are no longer queued and whose pace has caught up with
@@ -1144,6 +1167,17 @@ mod tests {
     }
 
     #[test]
+    fn turn_taking_never_delays_due_work_when_the_clock_steps_back() {
+        let mut q = Queue::new(8);
+        q.push("h:80", 0, Id(1));
+        q.push("h:80", 0, Id(2));
+        let now = 10_000_000;
+        assert_eq!(q.pop_due(now).map(|x| x.0), Some(Id(1)));
+        // The clock steps back an hour: Id(2) was due long ago and still goes at once.
+        assert_eq!(q.pop_due(now - 3_600_000).map(|x| x.0), Some(Id(2)));
+    }
+
+    #[test]
     fn hosts_with_old_backlogs_do_not_starve_a_host_with_new_work() {
         // Eight hosts with hours of backlog each, and a new delivery to another host: with
         // room for 9 attempts, the new one is among the first 9, not after 8,000 old ones.
@@ -1155,10 +1189,14 @@ mod tests {
         }
         q.push("new:80", 5_000_000, Id(1_000_000));
         let now = 5_000_000;
-        let first: Vec<Id> = (0..9).map(|_| q.pop_due(now).unwrap().0).collect();
-        assert!(first.contains(&Id(1_000_000)), "{first:?}");
+        let first: Vec<(Id, Host)> = (0..9).map(|_| q.pop_due(now).unwrap()).collect();
+        assert!(
+            first.iter().any(|(id, _)| *id == Id(1_000_000)),
+            "{first:?}"
+        );
         // And each old host got one of the others.
-        assert_eq!(first.iter().filter(|id| id.0 < 8_000).count(), 8);
+        let hosts: HashSet<&Host> = first.iter().map(|(_, h)| h).collect();
+        assert_eq!(hosts.len(), 9, "{first:?}");
     }
 
     /// A neutral report from an attempt that sent its request.

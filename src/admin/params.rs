@@ -236,10 +236,8 @@ pub fn host(v: &str) -> Result<String, ApiError> {
     if !only_a_host || url.host_str().is_none_or(str::is_empty) {
         return Err(bad());
     }
-    // No destination has a longer name (DNS: 253 characters, labels of at most 63).
-    if let Some(url::Host::Domain(name)) = url.host()
-        && (name.len() > 253 || name.split('.').any(|label| label.len() > 63))
-    {
+    // Ingest refuses targets with longer names (DNS allows 253 characters, 63 per label).
+    if !crate::model::host_fits_dns(&url) {
         return Err(bad());
     }
     Ok(url_host_key(&url))

@@ -158,9 +158,15 @@ pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
     }
     let url = url::Url::parse(target).map_err(|e| bad(&e.to_string()))?;
     match url.host_str() {
-        Some(h) if !h.is_empty() => Ok(url),
-        _ => Err(bad("it has no host")),
+        Some(h) if !h.is_empty() => {}
+        _ => return Err(bad("it has no host")),
     }
+    if !crate::model::host_fits_dns(&url) {
+        return Err(bad(
+            "its host name is longer than DNS allows (253 characters, 63 per label)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Whether `target` (an endpoint's URL joined with the request's rest) still lies under the
@@ -399,7 +405,12 @@ mod tests {
         };
         let err = |status, code| (status, code);
         type Case<'a> = (&'a str, &'a str, Result<Route, (u16, &'a str)>);
+        // A name DNS cannot hold (a label over 63 characters) can never be delivered to.
+        let long_label = format!("/https://{}.example/", "a".repeat(64));
+        let longest_label = format!("/https://{}.example/", "a".repeat(63));
         let cases: Vec<Case> = vec![
+            ("POST", long_label.as_str(), Err(err(400, "invalid_target"))),
+            ("POST", longest_label.as_str(), url(&longest_label[1..])),
             (
                 "POST",
                 "/https://r.example/hooks?x=1",

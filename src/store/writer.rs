@@ -551,14 +551,15 @@ impl Writer {
     /// while the file is over `store.max_bytes`) ingest sees the store grow with every commit
     /// instead of overshooting the limit by a second's or a minute's traffic. A replay copies
     /// bodies this op does not carry: it is measured afresh instead.
-    fn grew(&mut self, batch: &[WriteOp]) {
+    fn grew(&mut self, batch: &[WriteOp], outcomes: &[Outcome]) {
         if self.max_bytes == 0 {
             return;
         }
         let mut bytes = 0u64;
-        for op in batch {
-            match op {
-                WriteOp::Ingest(w, _) => {
+        for (op, outcome) in batch.iter().zip(outcomes) {
+            match (op, outcome) {
+                // Only what was created: a duplicate or a reused key wrote nothing.
+                (WriteOp::Ingest(w, _), Outcome::Ingest(Ok(IngestResult::Created { .. }))) => {
                     for d in &w.deliveries {
                         bytes += (d.record.len() + d.payload.len() + d.host.len()) as u64
                             + INDEX_ROWS_BYTES;
@@ -567,7 +568,7 @@ impl Writer {
                         bytes += INDEX_ROWS_BYTES;
                     }
                 }
-                WriteOp::Replay(..) => self.measured_at = None,
+                (WriteOp::Replay(..), _) => self.measured_at = None,
                 _ => {}
             }
         }
@@ -597,7 +598,11 @@ impl Writer {
             return false;
         }
         let e = StoreError::DiskFull { free };
-        self.disk.full.store(true, Ordering::Relaxed);
+        // Only a store that was healthy (or already refusing for lack of space) is unready
+        // for that reason alone: one whose last commit failed stays unready when space returns.
+        if self.healthy.load(Ordering::Relaxed) || self.disk.full.load(Ordering::Relaxed) {
+            self.disk.full.store(true, Ordering::Relaxed);
+        }
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(
                 free_bytes = free,
@@ -663,7 +668,7 @@ impl Writer {
                 if !refused {
                     self.disk.full.store(false, Ordering::Relaxed);
                 }
-                self.grew(batch);
+                self.grew(batch, &outcomes);
                 self.metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
@@ -1082,6 +1087,52 @@ mod tests {
         assert!(after >= before + 100_000, "{before} -> {after}");
         drop(writer);
         join.join().unwrap();
+    }
+
+    /// A duplicate (or a reused key) writes nothing, so it adds nothing to the bytes in use.
+    #[test]
+    fn only_created_webhooks_add_to_the_bytes_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let roomy = |_: &std::path::Path| Some(u64::MAX);
+        let (mut writer, handle) = Writer::new(&store, Metrics::new(), tx, 1, roomy).unwrap();
+        writer.measure(true);
+        let before = handle.used_bytes();
+        let (first, mut first_rx) = keyed_ingest(3, 1);
+        writer.commit_batch(&mut vec![first]);
+        created(&mut first_rx);
+        let after_first = handle.used_bytes();
+        assert!(after_first > before, "{before} -> {after_first}");
+        let (again, mut again_rx) = keyed_ingest(3, 1);
+        writer.commit_batch(&mut vec![again]);
+        assert!(matches!(
+            again_rx.try_recv().unwrap(),
+            Ok(IngestResult::Duplicate { .. })
+        ));
+        assert_eq!(handle.used_bytes(), after_first);
+    }
+
+    /// Readiness comes back with disk space only when lack of space was the reason it went: a
+    /// store whose last commit failed (redb latched) stays unready.
+    #[test]
+    fn a_failed_commit_stays_unready_when_a_full_disk_empties() {
+        static FREE_HERE: AtomicU64 = AtomicU64::new(u64::MAX);
+        fn disk(_: &std::path::Path) -> Option<u64> {
+            Some(FREE_HERE.load(Ordering::SeqCst))
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (mut writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, disk).unwrap();
+        // What a failed commit leaves.
+        writer.healthy.store(false, Ordering::Relaxed);
+        writer.disk.full.store(false, Ordering::Relaxed);
+        FREE_HERE.store(1 << 20, Ordering::SeqCst);
+        let (op, _op_rx) = keyed_ingest(1, 1);
+        writer.commit_batch(&mut vec![op]);
+        FREE_HERE.store(u64::MAX, Ordering::SeqCst);
+        assert!(!handle.healthy(), "ready on a store whose commit failed");
     }
 
     fn one_delivery() -> IngestWrite {
