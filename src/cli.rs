@@ -80,6 +80,9 @@ pub enum Command {
     /// Named endpoints: re-enable one that a `410 Gone` disabled.
     #[command(subcommand)]
     Endpoints(EndpointsCommand),
+    /// Destination hosts: retry one's pending deliveries now.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Counts by state, pause state, hosts with pending work.
     Status {
         #[command(flatten)]
@@ -151,6 +154,24 @@ pub enum DeliveriesCommand {
     /// Cancel a pending delivery.
     Cancel {
         id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Attempt a pending delivery now instead of after its backoff (its host's holds apply).
+    Retry {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HostsCommand {
+    /// The receiver is back: attempt the host's pending deliveries now, and clear its open
+    /// circuit and Retry-After hold (a pause and a rate limit still hold).
+    Retry {
+        /// The destination, as `host:port`.
+        host: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -339,6 +360,30 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 )
                 .await?;
             Ok(output(&admin, &d, render::delivery))
+        }
+        Command::Deliveries(DeliveriesCommand::Retry { id, admin }) => {
+            let d = connect(&admin)?
+                .post(
+                    &format!("/v1/deliveries/{}/retry", path_segment(&id)),
+                    json!({}),
+                )
+                .await?;
+            Ok(output(&admin, &d, render::delivery))
+        }
+        Command::Hosts(HostsCommand::Retry { host, admin }) => {
+            let r = connect(&admin)?
+                .post(
+                    &format!("/v1/hosts/{}/retry", path_segment(&host)),
+                    json!({}),
+                )
+                .await?;
+            Ok(output(&admin, &r, |r| {
+                format!(
+                    "host {}: {} pending deliveries brought forward; its circuit and Retry-After hold are cleared\n",
+                    r["host"].as_str().unwrap_or("?"),
+                    r["moved"]
+                )
+            }))
         }
         Command::Replay(r) => {
             let filter = filter_query(&r.filter);

@@ -138,6 +138,44 @@ impl Queue {
         self.refresh(&key);
     }
 
+    /// An operator's "retry now" for a host whose receiver is back: every pending delivery
+    /// due later is due at `now`, and the host's `Retry-After` hold and open circuit are
+    /// cleared (a probe in flight still decides as usual; a pause and a rate limit still
+    /// hold). How many deliveries moved, and the host's view; `None` if nothing is queued
+    /// for it.
+    pub fn retry_host_now(&mut self, host: &str, now: u64) -> Option<(usize, HostHealthView)> {
+        let key = self.host_key(host);
+        let hq = self.hosts.get_mut(&key)?;
+        let later: Vec<(u64, Id)> = hq
+            .pending
+            .range((now.saturating_add(1), Id(0))..)
+            .copied()
+            .collect();
+        for entry in &later {
+            hq.pending.remove(entry);
+            hq.pending.insert((now, entry.1));
+        }
+        hq.not_before = 0;
+        if let Circuit::Open { .. } = hq.circuit {
+            hq.circuit = Circuit::default();
+        }
+        let shown = view(hq);
+        self.refresh(&key);
+        Some((later.len(), shown))
+    }
+
+    /// An operator's "retry now" for one queued delivery: due at `now` if it was due later
+    /// (its host's holds still apply). False if it is not queued.
+    pub fn retry_now(&mut self, host: &str, next_at: u64, id: Id, now: u64) -> bool {
+        match self.remove(host, next_at, id) {
+            Some(at) => {
+                self.push(host, at.min(now), id);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops a pending delivery (an operator cancels it); true if it was queued. `next_at` is
     /// where the store last had it; if a retry moved it since, the host's set is searched.
     pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> Option<u64> {
@@ -552,8 +590,26 @@ pub enum Control {
     Cancelled(Id),
     /// Answered once every message sent before it has been taken (they are taken in order).
     Applied(oneshot::Sender<()>),
+    /// An operator's "retry now": a host's pending deliveries (`delivery: None`, which also
+    /// clears the host's holds), or one delivery, stored at `(next_at, id)`.
+    RetryNow {
+        host: String,
+        delivery: Option<(u64, Id)>,
+        reply: oneshot::Sender<RetryNow>,
+    },
     /// Report every host's load.
     Hosts(oneshot::Sender<Vec<HostLoad>>),
+}
+
+/// What an operator's "retry now" did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryNow {
+    /// This many deliveries are due now (0: all of them already were).
+    Moved(usize),
+    /// The delivery has an attempt in flight.
+    InFlight,
+    /// The delivery is not queued: held for a disabled endpoint, or being cancelled.
+    NotQueued,
 }
 
 /// A delivery held for a disabled endpoint: (host, next_at, id).
@@ -966,6 +1022,32 @@ impl Scheduler {
             }
             Control::Applied(reply) => {
                 let _ = reply.send(());
+            }
+            Control::RetryNow {
+                host,
+                delivery,
+                reply,
+            } => {
+                let now = clock::now_ms();
+                let outcome = match delivery {
+                    Some((_, id)) if self.in_flight.contains(id) => RetryNow::InFlight,
+                    Some((_, id)) if self.withdrawn.contains_key(&id) => RetryNow::NotQueued,
+                    Some((next_at, id)) => {
+                        if self.queue.retry_now(&host, next_at, id, now) {
+                            RetryNow::Moved(1)
+                        } else {
+                            RetryNow::NotQueued
+                        }
+                    }
+                    None => match self.queue.retry_host_now(&host, now) {
+                        Some((moved, view)) => {
+                            self.publish_health(&host, view);
+                            RetryNow::Moved(moved)
+                        }
+                        None => RetryNow::Moved(0),
+                    },
+                };
+                let _ = reply.send(outcome);
             }
             Control::Hosts(reply) => {
                 let mut loads = self.queue.hosts(clock::now_ms());

@@ -17,7 +17,7 @@ use super::params;
 use super::{AdminState, ApiError, JsonBody, Segment};
 use crate::clock;
 use crate::model::{PauseRecord, Status};
-use crate::schedule::Control;
+use crate::schedule::{Control, RetryNow};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +151,36 @@ pub async fn host_resume(
     }
     tracing::info!(%host, "host resumed by an operator");
     Ok(axum::Json(json::pause(Some(host), None)).into_response())
+}
+
+/// "Retry now" for a host whose receiver is back: its pending deliveries are due at once, and
+/// its open circuit and `Retry-After` hold are cleared (a pause and a rate limit still hold).
+pub async fn host_retry(
+    State(s): State<AdminState>,
+    Segment(host): Segment,
+) -> Result<Response, ApiError> {
+    let host = params::host(&host)?;
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    s.control_tx
+        .send(Control::RetryNow {
+            host: host.clone(),
+            delivery: None,
+            reply: tx,
+        })
+        .map_err(|_| unavailable())?;
+    let moved = match rx.await.map_err(|_| unavailable())? {
+        RetryNow::Moved(n) => n,
+        RetryNow::InFlight | RetryNow::NotQueued => 0,
+    };
+    tracing::info!(%host, moved, "host retried now by an operator");
+    Ok(axum::Json(serde_json::json!({ "host": host, "moved": moved })).into_response())
 }
 
 pub async fn hosts(State(s): State<AdminState>) -> Result<Response, ApiError> {

@@ -14,7 +14,7 @@ use super::params::{self, LIST_MAX_SCAN, ListParams};
 use super::{AdminState, ApiError, Segment};
 use crate::clock;
 use crate::model::{DeliveryId, Id, Status};
-use crate::schedule::Control;
+use crate::schedule::{Control, RetryNow};
 use crate::store::writer::CancelResult;
 
 pub async fn list(State(s): State<AdminState>, uri: Uri) -> Result<Response, ApiError> {
@@ -66,6 +66,62 @@ pub async fn show(State(s): State<AdminState>, Segment(id): Segment) -> Result<R
         request: super::preview::request_preview(&payload),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// Brings a pending delivery's next attempt forward to now (its receiver is back, and its
+/// backoff would otherwise wait). Its host's holds (pause, open circuit, `Retry-After`, rate
+/// limit) still apply: `POST /v1/hosts/{host}/retry` clears the circuit and the hold.
+pub async fn retry(
+    State(s): State<AdminState>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let parsed = parse_id(&id)?;
+    let conflict = |code: &'static str, why: String| {
+        ApiError::new(StatusCode::CONFLICT, code, format!("delivery `{id}` {why}"))
+    };
+    let record = s
+        .store
+        .delivery(parsed)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    if record.status != Status::Pending {
+        return Err(conflict(
+            "not_pending",
+            format!(
+                "is {}; only a pending delivery can be retried now (a failed or cancelled one is replayed: POST /v1/batches)",
+                record.status.as_str()
+            ),
+        ));
+    }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    s.control_tx
+        .send(Control::RetryNow {
+            host: record.host(),
+            delivery: Some((record.next_attempt_at.unwrap_or(0), parsed)),
+            reply: reply_tx,
+        })
+        .map_err(|_| unavailable())?;
+    match reply_rx.await.map_err(|_| unavailable())? {
+        RetryNow::Moved(_) => {
+            tracing::info!(id = %id, "delivery retried now by an operator");
+            show(State(s), Segment(id)).await
+        }
+        RetryNow::InFlight => Err(conflict(
+            "in_progress",
+            "has an attempt in flight".to_string(),
+        )),
+        RetryNow::NotQueued => Err(conflict(
+            "held",
+            "is held for its disabled endpoint (enable it: POST /v1/endpoints/{name}/enable), or is being cancelled".to_string(),
+        )),
+    }
 }
 
 pub async fn cancel(

@@ -182,3 +182,90 @@ async fn a_host_pause_stored_by_an_older_version_can_be_resumed_as_typed() {
     assert_eq!(host(&sidecar, legacy).await, None);
     assert_eq!(sidecar.stats().await["paused_hosts"], 0);
 }
+
+/// "Retry now": a delivery waiting out a long backoff is attempted at once; a host whose
+/// circuit opened is retried at once with its circuit closed. A failed delivery is refused
+/// (it is replayed instead).
+#[tokio::test]
+async fn retry_now_brings_waiting_deliveries_forward() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let back = Arc::new(AtomicBool::new(false));
+    let flag = back.clone();
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::Status(200)
+        } else {
+            Reply::Status(503)
+        }
+    }))
+    .await;
+    // An hour's backoff, and a circuit that opens on the second failure, probing hourly; one
+    // attempt at a time, so exactly two are made before it opens.
+    let sidecar = Sidecar::start(
+        "[retry]\ninitial_delay = \"1h\"\nmax_delay = \"2h\"\njitter = 0.0\n\
+         [health]\nfailure_threshold = 2\nprobe_interval = \"1h\"\n\
+         [delivery]\nper_host_concurrency = 1\n",
+    )
+    .await;
+    let host_name = format!("127.0.0.1:{}", receiver.addr.port());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, j) = sidecar
+            .send(&receiver.url(&format!("/r/{i}")), "{}", None)
+            .await;
+        assert_eq!(status, 202, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    // Two attempts fail and open the circuit; the third delivery is held by it.
+    let h = wait_for("the circuit to open", || async {
+        host(&sidecar, &host_name)
+            .await
+            .filter(|h| h["circuit"] == "open" && h["in_progress"] == 0)
+    })
+    .await;
+    assert_eq!(h["pending"], 3, "{h}");
+    assert_eq!(receiver.count(), 2);
+    back.store(true, Ordering::SeqCst);
+
+    // One delivery: brought forward, but its host's open circuit still holds it.
+    let (status, d) = sidecar
+        .post_json(&format!("/v1/deliveries/{}/retry", ids[0]), json!({}))
+        .await;
+    assert_eq!(status, 200, "{d}");
+    // (The hosts listing is answered after the scheduler started what was due.)
+    let h = host(&sidecar, &host_name).await.unwrap();
+    assert_eq!(
+        (h["in_progress"].as_u64(), receiver.count()),
+        (Some(0), 2),
+        "{h}"
+    );
+
+    // The host: every delivery goes now, the circuit closed.
+    let (status, r) = sidecar
+        .post_json(&format!("/v1/hosts/{host_name}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["host"], host_name.as_str());
+    for id in &ids {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    let h = host(&sidecar, &host_name).await;
+    assert!(h.as_ref().is_none_or(|h| h["circuit"] == "closed"), "{h:?}");
+
+    // Only a pending delivery can be retried now.
+    let (status, e) = sidecar
+        .post_json(&format!("/v1/deliveries/{}/retry", ids[0]), json!({}))
+        .await;
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (409, &json!("not_pending")),
+        "{e}"
+    );
+    let (status, e) = sidecar.post_json("/v1/hosts/nohost/retry", json!({})).await;
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (400, &json!("bad_host")),
+        "{e}"
+    );
+}

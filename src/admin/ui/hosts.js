@@ -1,6 +1,7 @@
 // Hosts: per destination host (host:port), the pending and in-flight work, its rate limit if it
 // has one, whether it is paused
-// (with pause/resume for that host alone), and its circuit state when the server reports one
+// (with pause/resume for that host alone, and "retry now" once its receiver is back), and its
+// circuit state when the server reports one
 // (from the host list itself or from GET /v1/health/hosts where that exists). Endpoints that
 // the server disabled (410 Gone) are listed with a button to enable them again.
 
@@ -109,9 +110,12 @@ function draw(body, ctx, list, health, pause, load) {
             x.pause_reason ? [" — ", h("q", {}, x.pause_reason)] : null)
           : pause.paused ? h("span", { class: "muted" }, "held by the global pause") : "flowing"),
         hasError ? h("td", { class: "err" }, x.last_error || "") : null,
-        h("td", {}, x.paused
+        h("td", { class: "actions" }, x.paused
           ? h("button", { type: "button", id: `resume-${slug(x.host)}`, onclick: () => resume(x.host, ctx, msg, load) }, "Resume")
-          : h("button", { type: "button", class: "danger", id: `pause-${slug(x.host)}`, onclick: () => pause_(x.host, ctx, msg, load) }, "Pause…")));
+          : h("button", { type: "button", class: "danger", id: `pause-${slug(x.host)}`, onclick: () => pause_(x.host, ctx, msg, load) }, "Pause…"),
+          x.pending > 0
+            ? [" ", h("button", { type: "button", id: `retry-${slug(x.host)}`, onclick: () => retryNow(x.host, x.pending, ctx, msg, load) }, "Retry now…")]
+            : null));
     }), "Destination hosts"), endpoints);
   if (focused && body.querySelector(`#${CSS.escape(focused)}`)) document.getElementById(focused).focus();
 }
@@ -161,6 +165,29 @@ async function resume(host, ctx, msg, load) {
     return ctx.fail(err, msg, null);
   }
   load();
+}
+
+async function retryNow(host, pending, ctx, msg, load) {
+  const ok = await confirmDialog({
+    title: `Retry ${host} now?`,
+    text: `Its ${pending} pending deliveries are attempted now instead of after their backoff, and an open circuit or Retry-After hold is cleared. Use it once the receiver is back.`,
+    confirm: "Retry now",
+  });
+  if (!ok) return;
+  let r;
+  try {
+    r = await post(`/v1/hosts/${encodeURIComponent(host)}/retry`);
+  } catch (err) {
+    return ctx.fail(err, msg, null);
+  }
+  await load();
+  // The redraw made a new message line.
+  const line = document.querySelector("#hosts .msg");
+  if (line) {
+    line.textContent = r.moved
+      ? `${r.moved} deliveries to ${host} brought forward; its circuit and Retry-After hold are cleared.`
+      : `Every pending delivery to ${host} was already due; its circuit and Retry-After hold are cleared.`;
+  }
 }
 
 async function enable(name, ctx, msg, load) {

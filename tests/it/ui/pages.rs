@@ -81,6 +81,15 @@ pub(super) async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver)
     b.click(&format!("#resume-{slug}")).await;
     b.confirm(None).await;
     b.wait_text(&row, "held by the global pause").await;
+    // Retry now: its one delivery is already due (the global pause holds it).
+    b.click(&format!("#retry-{slug}")).await;
+    b.confirm(None).await;
+    b.wait_text(
+        "#hosts .msg",
+        &format!("Every pending delivery to {host} was already due"),
+    )
+    .await;
+    assert_eq!(b_recv.count(), 0);
 
     // Resume everything from the overview: the held delivery goes out.
     b.click("nav a[data-page=overview]").await;
