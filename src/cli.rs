@@ -379,9 +379,10 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 .await?;
             Ok(output(&admin, &r, |r| {
                 format!(
-                    "host {}: {} pending deliveries brought forward; its circuit and Retry-After hold are cleared\n",
+                    "host {}: {} pending deliveries due now ({} brought forward); its circuit and Retry-After hold are cleared\n",
                     r["host"].as_str().unwrap_or("?"),
-                    r["moved"]
+                    r["due_now"],
+                    r["brought_forward"]
                 )
             }))
         }

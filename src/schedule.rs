@@ -141,9 +141,13 @@ impl Queue {
     /// An operator's "retry now" for a host whose receiver is back: every pending delivery
     /// due later is due at `now`, and the host's `Retry-After` hold and open circuit are
     /// cleared (a probe in flight still decides as usual; a pause and a rate limit still
-    /// hold). How many deliveries moved, and the host's view; `None` if nothing is queued
-    /// for it.
-    pub fn retry_host_now(&mut self, host: &str, now: u64) -> Option<(usize, HostHealthView)> {
+    /// hold). How many deliveries are queued for it (all due now), how many of them were due
+    /// later, and the host's view; `None` if nothing is queued for it.
+    pub fn retry_host_now(
+        &mut self,
+        host: &str,
+        now: u64,
+    ) -> Option<(usize, usize, HostHealthView)> {
         let key = self.host_key(host);
         let hq = self.hosts.get_mut(&key)?;
         let later: Vec<(u64, Id)> = hq
@@ -159,9 +163,9 @@ impl Queue {
         if let Circuit::Open { .. } = hq.circuit {
             hq.circuit = Circuit::default();
         }
-        let shown = view(hq);
+        let (queued, shown) = (hq.pending.len(), view(hq));
         self.refresh(&key);
-        Some((later.len(), shown))
+        Some((queued, later.len(), shown))
     }
 
     /// An operator's "retry now" for one queued delivery: due at `now` if it was due later
@@ -604,8 +608,12 @@ pub enum Control {
 /// What an operator's "retry now" did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryNow {
-    /// This many deliveries are due now (0: all of them already were).
-    Moved(usize),
+    /// Done: `due_now` deliveries are due now (for a host: all of its queued ones), of which
+    /// `brought_forward` were due later.
+    Done {
+        due_now: usize,
+        brought_forward: usize,
+    },
     /// The delivery has an attempt in flight.
     InFlight,
     /// The delivery is not queued: held for a disabled endpoint, or being cancelled.
@@ -1034,17 +1042,26 @@ impl Scheduler {
                     Some((_, id)) if self.withdrawn.contains_key(&id) => RetryNow::NotQueued,
                     Some((next_at, id)) => {
                         if self.queue.retry_now(&host, next_at, id, now) {
-                            RetryNow::Moved(1)
+                            RetryNow::Done {
+                                due_now: 1,
+                                brought_forward: usize::from(next_at > now),
+                            }
                         } else {
                             RetryNow::NotQueued
                         }
                     }
                     None => match self.queue.retry_host_now(&host, now) {
-                        Some((moved, view)) => {
+                        Some((due_now, brought_forward, view)) => {
                             self.publish_health(&host, view);
-                            RetryNow::Moved(moved)
+                            RetryNow::Done {
+                                due_now,
+                                brought_forward,
+                            }
                         }
-                        None => RetryNow::Moved(0),
+                        None => RetryNow::Done {
+                            due_now: 0,
+                            brought_forward: 0,
+                        },
                     },
                 };
                 let _ = reply.send(outcome);

@@ -175,12 +175,20 @@ pub async fn host_retry(
             reply: tx,
         })
         .map_err(|_| unavailable())?;
-    let moved = match rx.await.map_err(|_| unavailable())? {
-        RetryNow::Moved(n) => n,
-        RetryNow::InFlight | RetryNow::NotQueued => 0,
+    let (due_now, brought_forward) = match rx.await.map_err(|_| unavailable())? {
+        RetryNow::Done {
+            due_now,
+            brought_forward,
+        } => (due_now, brought_forward),
+        RetryNow::InFlight | RetryNow::NotQueued => (0, 0),
     };
-    tracing::info!(%host, moved, "host retried now by an operator");
-    Ok(axum::Json(serde_json::json!({ "host": host, "moved": moved })).into_response())
+    tracing::info!(%host, due_now, brought_forward, "host retried now by an operator");
+    Ok(axum::Json(serde_json::json!({
+        "host": host,
+        "due_now": due_now,
+        "brought_forward": brought_forward,
+    }))
+    .into_response())
 }
 
 pub async fn hosts(State(s): State<AdminState>) -> Result<Response, ApiError> {

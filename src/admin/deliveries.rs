@@ -109,7 +109,7 @@ pub async fn retry(
         })
         .map_err(|_| unavailable())?;
     match reply_rx.await.map_err(|_| unavailable())? {
-        RetryNow::Moved(_) => {
+        RetryNow::Done { .. } => {
             tracing::info!(id = %id, "delivery retried now by an operator");
             show(State(s), Segment(id)).await
         }

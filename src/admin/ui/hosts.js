@@ -184,9 +184,7 @@ async function retryNow(host, pending, ctx, msg, load) {
   // The redraw made a new message line.
   const line = document.querySelector("#hosts .msg");
   if (line) {
-    line.textContent = r.moved
-      ? `${r.moved} deliveries to ${host} brought forward; its circuit and Retry-After hold are cleared.`
-      : `Every pending delivery to ${host} was already due; its circuit and Retry-After hold are cleared.`;
+    line.textContent = `${r.due_now} pending deliveries to ${host} are due now (${r.brought_forward} brought forward); its circuit and Retry-After hold are cleared.`;
   }
 }
 

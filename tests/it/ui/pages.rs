@@ -86,7 +86,7 @@ pub(super) async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver)
     b.confirm(None).await;
     b.wait_text(
         "#hosts .msg",
-        &format!("Every pending delivery to {host} was already due"),
+        &format!("1 pending deliveries to {host} are due now (0 brought forward)"),
     )
     .await;
     assert_eq!(b_recv.count(), 0);
