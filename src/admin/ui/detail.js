@@ -1,6 +1,6 @@
 // Delivery detail: the stored request (headers redacted by the API, body pretty-printed when it
 // is JSON), links to the replay source and batch, a countdown to the next attempt, the attempt
-// timeline, and the cancel and replay actions, each behind a confirmation.
+// timeline, and the retry-now, cancel and replay actions, each behind a confirmation.
 
 import { get, post } from "./api.js";
 import { h, fill, statusBadge, classBadge, when, localTime, duration, ms, confirmDialog, idLink } from "./dom.js";
@@ -38,6 +38,8 @@ export async function render(main, ctx) {
 function draw(main, ctx, d, reload) {
   const msg = h("div", { class: "msg", id: "action-msg", role: "status" });
   const actions = h("div", { class: "actions" },
+    d.status === "pending" && d.next_attempt_at
+      ? h("button", { type: "button", id: "retry-now", onclick: () => retryNow(d, ctx, msg, reload) }, "Retry now…") : null,
     d.status === "pending"
       ? h("button", { type: "button", class: "danger", id: "cancel", onclick: () => cancel(d, ctx, msg, reload) }, "Cancel delivery…") : null,
     ["failed", "cancelled"].includes(d.status)
@@ -134,6 +136,21 @@ function timeline(d) {
           ? h("details", { open: i === attempts.length - 1 }, h("summary", {}, "Response body"), h("pre", { class: "body" }, a.response_snippet))
           : null)))
       : h("p", { class: "empty" }, d.status === "pending" ? "No attempt yet." : "No attempts were made."));
+}
+
+async function retryNow(d, ctx, msg, reload) {
+  const ok = await confirmDialog({
+    title: "Retry this delivery now?",
+    text: `${d.method} ${d.target} is attempted now instead of after its backoff (its host's pause, open circuit or Retry-After still hold it).`,
+    confirm: "Retry now",
+  });
+  if (!ok) return;
+  try {
+    await post(`/v1/deliveries/${encodeURIComponent(d.id)}/retry`);
+  } catch (err) {
+    return ctx.fail(err, msg, null);
+  }
+  reload();
 }
 
 async function cancel(d, ctx, msg, reload) {

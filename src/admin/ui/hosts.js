@@ -110,7 +110,7 @@ function draw(body, ctx, list, health, pause, load) {
             x.pause_reason ? [" — ", h("q", {}, x.pause_reason)] : null)
           : pause.paused ? h("span", { class: "muted" }, "held by the global pause") : "flowing"),
         hasError ? h("td", { class: "err" }, x.last_error || "") : null,
-        h("td", { class: "actions" }, x.paused
+        h("td", {}, x.paused
           ? h("button", { type: "button", id: `resume-${slug(x.host)}`, onclick: () => resume(x.host, ctx, msg, load) }, "Resume")
           : h("button", { type: "button", class: "danger", id: `pause-${slug(x.host)}`, onclick: () => pause_(x.host, ctx, msg, load) }, "Pause…"),
           x.pending > 0

@@ -274,7 +274,8 @@ pub(super) async fn replays(b: &Browser, s: &Sidecar, a: &Receiver, gone: &[Stri
     b.shot("batch").await;
 }
 
-/// A delivery waiting for its next attempt: the countdown ticks, and cancel stops it.
+/// A delivery waiting for its next attempt: the countdown ticks, "retry now" attempts it at
+/// once, and cancel stops it.
 pub(super) async fn cancel(b: &Browser, s: &Sidecar, a: &Receiver) {
     let resp = s
         .http
@@ -308,6 +309,15 @@ pub(super) async fn cancel(b: &Browser, s: &Sidecar, a: &Receiver) {
         "a pending delivery cannot be replayed"
     );
     b.shot("delivery-pending").await;
+    // Retry now: a second attempt at once instead of in ten minutes (503 again here).
+    b.click("#retry-now").await;
+    b.confirm(None).await;
+    wait_for("the attempt retried now", || async {
+        let d = api_get(s, &format!("/v1/deliveries/{id}")).await;
+        (d["attempt_count"] == 2).then_some(())
+    })
+    .await;
+    b.wait_text("#timeline", "#2").await;
     b.click("#cancel").await;
     b.confirm(None).await;
     b.wait_text(".title-row", "cancelled").await;
@@ -323,7 +333,10 @@ pub(super) async fn cancel(b: &Browser, s: &Sidecar, a: &Receiver) {
         .iter()
         .filter(|r| r.target.starts_with("/later"))
         .count();
-    assert_eq!(later, 1, "cancelled after one attempt");
+    assert_eq!(
+        later, 2,
+        "cancelled after two attempts, the second retried now"
+    );
 }
 
 /// Phone width: nothing wider than the screen, on the overview and a detail.
