@@ -88,6 +88,24 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Sends the scheduler a `Control` that answers on a oneshot (`make` builds it around the
+/// sender) and waits for the answer; `503 shutting_down` once the scheduler has stopped.
+pub(crate) async fn ask_scheduler<T>(
+    s: &AdminState,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::schedule::Control,
+) -> Result<T, ApiError> {
+    let gone = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler has stopped",
+        )
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.control_tx.send(make(tx)).map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use super::json::{self, StatsJson};
 use super::params;
-use super::{AdminState, ApiError, JsonBody, Segment};
+use super::{AdminState, ApiError, JsonBody, Segment, ask_scheduler};
 use crate::clock;
 use crate::model::{PauseRecord, Status};
 use crate::schedule::{Control, RetryNow};
@@ -34,10 +33,7 @@ pub async fn pause_state(State(s): State<AdminState>) -> Result<Response, ApiErr
 /// only once no new attempt can start (its messages are taken in order). A scheduler that has
 /// stopped starts nothing either.
 async fn applied(s: &AdminState) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if s.control_tx.send(Control::Applied(tx)).is_ok() {
-        let _ = rx.await;
-    }
+    let _ = ask_scheduler(s, Control::Applied).await;
 }
 
 /// Pausing again keeps the first pause's time and reason.
@@ -160,22 +156,13 @@ pub async fn host_retry(
     Segment(host): Segment,
 ) -> Result<Response, ApiError> {
     let host = params::host(&host)?;
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the scheduler has stopped",
-        )
-    };
-    s.control_tx
-        .send(Control::RetryNow {
-            host: host.clone(),
-            delivery: None,
-            reply: tx,
-        })
-        .map_err(|_| unavailable())?;
-    let (due_now, brought_forward) = match rx.await.map_err(|_| unavailable())? {
+    let outcome = ask_scheduler(&s, |reply| Control::RetryNow {
+        host: host.clone(),
+        delivery: None,
+        reply,
+    })
+    .await?;
+    let (due_now, brought_forward) = match outcome {
         RetryNow::Done {
             due_now,
             brought_forward,
@@ -192,18 +179,7 @@ pub async fn host_retry(
 }
 
 pub async fn hosts(State(s): State<AdminState>) -> Result<Response, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the scheduler has stopped",
-        )
-    };
-    s.control_tx
-        .send(Control::Hosts(tx))
-        .map_err(|_| unavailable())?;
-    let loads = rx.await.map_err(|_| unavailable())?;
+    let loads = ask_scheduler(&s, Control::Hosts).await?;
     let pauses: BTreeMap<String, PauseRecord> = s
         .store
         .host_pauses()

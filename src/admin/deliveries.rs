@@ -7,11 +7,10 @@
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
 
 use super::json::{self, PageJson};
 use super::params::{self, LIST_MAX_SCAN, ListParams};
-use super::{AdminState, ApiError, Segment};
+use super::{AdminState, ApiError, Segment, ask_scheduler};
 use crate::clock;
 use crate::model::{DeliveryId, Id, Status};
 use crate::schedule::{Control, RetryNow};
@@ -93,22 +92,13 @@ pub async fn retry(
             ),
         ));
     }
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the scheduler has stopped",
-        )
-    };
-    s.control_tx
-        .send(Control::RetryNow {
-            host: record.host(),
-            delivery: Some((record.next_attempt_at.unwrap_or(0), parsed)),
-            reply: reply_tx,
-        })
-        .map_err(|_| unavailable())?;
-    match reply_rx.await.map_err(|_| unavailable())? {
+    let outcome = ask_scheduler(&s, |reply| Control::RetryNow {
+        host: record.host(),
+        delivery: Some((record.next_attempt_at.unwrap_or(0), parsed)),
+        reply,
+    })
+    .await?;
+    match outcome {
         RetryNow::Done { .. } => {
             tracing::info!(id = %id, "delivery retried now by an operator");
             show(State(s), Segment(id)).await
@@ -147,22 +137,14 @@ pub async fn cancel(
     let (host, next_at) = (record.host(), record.next_attempt_at.unwrap_or(0));
     // First out of the queue (refused if an attempt is in flight), so no attempt can start
     // between the check and the commit; then the stored cancel.
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let withdraw = Control::Withdraw {
+    let withdrawn = ask_scheduler(&s, |reply| Control::Withdraw {
         host: host.clone(),
         next_at,
         id: parsed,
-        reply: reply_tx,
-    };
-    let scheduler_gone = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the scheduler has stopped",
-        )
-    };
-    s.control_tx.send(withdraw).map_err(|_| scheduler_gone())?;
-    if !reply_rx.await.map_err(|_| scheduler_gone())? {
+        reply,
+    })
+    .await?;
+    if !withdrawn {
         return Err(conflict(Status::InProgress.as_str()));
     }
     let cancelled = s.writer.cancel(parsed).await;
