@@ -13,15 +13,6 @@ async fn send_ok(sidecar: &Sidecar, target: &str) -> String {
     json["id"].as_str().unwrap().to_string()
 }
 
-fn classes(d: &Value) -> Vec<String> {
-    d["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["classification"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn success_is_recorded_with_its_attempt() {
     let receiver =

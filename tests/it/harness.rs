@@ -566,5 +566,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The classification of each attempt of a delivery (as `GET /v1/deliveries/{id}` shows it),
+/// oldest first.
+pub fn classes(d: &Value) -> Vec<String> {
+    d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["classification"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Fast retries so tests finish in seconds.
 pub const FAST_RETRY: &str = "[retry]\ninitial_delay = \"50ms\"\nmultiplier = 2.0\nmax_delay = \"1s\"\nmax_attempts = 5\njitter = 0.0\n";

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{FAST_RETRY, Sidecar};
+use crate::harness::{FAST_RETRY, Sidecar, classes};
 
 /// A CA: its certificate and what signs with it.
 struct Ca {
@@ -170,15 +170,6 @@ async fn send(sidecar: &Sidecar, path: &str) -> String {
     json["id"].as_str().unwrap().to_string()
 }
 
-fn classifications(d: &serde_json::Value) -> Vec<String> {
-    d["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["classification"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// A receiver whose certificate a private CA signed is reached once `delivery.ca_file` names
 /// that CA, and only then; a receiver that requires a client certificate gets the endpoint's,
 /// and refuses an endpoint that has none.
@@ -199,7 +190,7 @@ async fn private_cas_and_client_certificates_are_used() {
     let untrusting = Sidecar::start(FAST_RETRY).await;
     let id = send(&untrusting, &format!("/{}", plain.url("/a"))).await;
     let d = untrusting.wait_status(&id, "failed").await;
-    assert_eq!(classifications(&d), vec!["TLS_ERROR"; 5], "{d}");
+    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
     assert!(plain.requests().is_empty());
     drop(untrusting);
 
@@ -227,14 +218,14 @@ async fn private_cas_and_client_certificates_are_used() {
     // The endpoint without one is refused by the receiver, as a TLS failure, every attempt.
     let id = send(&sidecar, "/e/nocert").await;
     let d = sidecar.wait_status(&id, "failed").await;
-    assert_eq!(classifications(&d), vec!["TLS_ERROR"; 5], "{d}");
+    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
     assert_eq!(mutual.requests(), vec![true]);
 
     // And the URL-prefix form of the same receiver uses the shared client: no certificate,
     // every attempt refused at the handshake.
     let id = send(&sidecar, &format!("/{}", mutual.url("/u"))).await;
     let d = sidecar.wait_status(&id, "failed").await;
-    assert_eq!(classifications(&d), vec!["TLS_ERROR"; 5], "{d}");
+    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
     assert_eq!(mutual.requests(), vec![true]);
 }
 
