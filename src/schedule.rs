@@ -169,19 +169,16 @@ impl Queue {
     }
 
     /// An operator's "retry now" for one queued delivery: due at `now` if it was due later
-    /// (its host's holds still apply). False if it is not queued.
-    pub fn retry_now(&mut self, host: &str, next_at: u64, id: Id, now: u64) -> bool {
-        match self.remove(host, next_at, id) {
-            Some(at) => {
-                self.push(host, at.min(now), id);
-                true
-            }
-            None => false,
-        }
+    /// (its host's holds still apply). When it was due; `None` if it is not queued.
+    pub fn retry_now(&mut self, host: &str, next_at: u64, id: Id, now: u64) -> Option<u64> {
+        let at = self.remove(host, next_at, id)?;
+        self.push(host, at.min(now), id);
+        Some(at)
     }
 
-    /// Drops a pending delivery (an operator cancels it); true if it was queued. `next_at` is
-    /// where the store last had it; if a retry moved it since, the host's set is searched.
+    /// Drops a pending delivery (an operator cancels it): when it was due, if it was queued.
+    /// `next_at` is where the store last had it; if a retry moved it since, the host's set is
+    /// searched.
     pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> Option<u64> {
         let key = self.host_key(host);
         let removed = self.hosts.get_mut(&key).and_then(|hq| {
@@ -1040,16 +1037,13 @@ impl Scheduler {
                 let outcome = match delivery {
                     Some((_, id)) if self.in_flight.contains(id) => RetryNow::InFlight,
                     Some((_, id)) if self.withdrawn.contains_key(&id) => RetryNow::NotQueued,
-                    Some((next_at, id)) => {
-                        if self.queue.retry_now(&host, next_at, id, now) {
-                            RetryNow::Done {
-                                due_now: 1,
-                                brought_forward: usize::from(next_at > now),
-                            }
-                        } else {
-                            RetryNow::NotQueued
-                        }
-                    }
+                    Some((next_at, id)) => match self.queue.retry_now(&host, next_at, id, now) {
+                        Some(was_due) => RetryNow::Done {
+                            due_now: 1,
+                            brought_forward: usize::from(was_due > now),
+                        },
+                        None => RetryNow::NotQueued,
+                    },
                     None => match self.queue.retry_host_now(&host, now) {
                         Some((due_now, brought_forward, view)) => {
                             self.publish_health(&host, view);

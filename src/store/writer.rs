@@ -1074,8 +1074,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
         // A limit the empty file is already over: the live bytes are counted at start, and
-        // not again for a minute.
-        let (writer, join) = spawn_inner(&store, Metrics::new(), tx, 1, test_disk).unwrap();
+        // not again for a minute. (Not `test_disk`: the full-disk test empties that one.)
+        let roomy = |_: &std::path::Path| Some(u64::MAX);
+        let (writer, join) = spawn_inner(&store, Metrics::new(), tx, 1, roomy).unwrap();
         let before = writer.used_bytes();
         let mut big = one_delivery();
         big.deliveries[0].payload = vec![7u8; 100_000];
