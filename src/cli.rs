@@ -379,7 +379,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 .await?;
             Ok(output(&admin, &r, |r| {
                 format!(
-                    "host {}: {} pending deliveries due now ({} brought forward); its circuit and Retry-After hold are cleared\n",
+                    "host {}: {} pending deliveries due now ({} brought forward); an open circuit or Retry-After hold is cleared\n",
                     r["host"].as_str().unwrap_or("?"),
                     r["due_now"],
                     r["brought_forward"]

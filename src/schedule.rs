@@ -171,9 +171,19 @@ impl Queue {
     /// An operator's "retry now" for one queued delivery: due at `now` if it was due later
     /// (its host's holds still apply). When it was due; `None` if it is not queued.
     pub fn retry_now(&mut self, host: &str, next_at: u64, id: Id, now: u64) -> Option<u64> {
-        let at = self.remove(host, next_at, id)?;
-        self.push(host, at.min(now), id);
-        Some(at)
+        let key = self.host_key(host);
+        let hq = self.hosts.get_mut(&key)?;
+        // Moved within the host's set: taking it out first could forget the host, and with it
+        // its breaker's count of failures.
+        let entry = if hq.pending.contains(&(next_at, id)) {
+            (next_at, id)
+        } else {
+            hq.pending.iter().find(|(_, i)| *i == id).copied()?
+        };
+        hq.pending.remove(&entry);
+        hq.pending.insert((entry.0.min(now), id));
+        self.refresh(&key);
+        Some(entry.0)
     }
 
     /// Drops a pending delivery (an operator cancels it): when it was due, if it was queued.
@@ -613,7 +623,11 @@ pub enum RetryNow {
     },
     /// The delivery has an attempt in flight.
     InFlight,
-    /// The delivery is not queued: held for a disabled endpoint, or being cancelled.
+    /// The delivery is held for its disabled endpoint.
+    Parked,
+    /// The delivery is being cancelled.
+    Withdrawn,
+    /// The delivery is not queued: finished since it was read, or not announced yet.
     NotQueued,
 }
 
@@ -653,6 +667,12 @@ impl Parked {
             self.by_endpoint.remove(&endpoint);
         }
         Some(at)
+    }
+
+    fn contains(&self, id: Id) -> bool {
+        self.by_endpoint
+            .values()
+            .any(|held| held.iter().any(|(_, _, held_id)| *held_id == id))
     }
 
     /// Takes out the deliveries of every endpoint not in `disabled`, by endpoint.
@@ -1036,7 +1056,8 @@ impl Scheduler {
                 let now = clock::now_ms();
                 let outcome = match delivery {
                     Some((_, id)) if self.in_flight.contains(id) => RetryNow::InFlight,
-                    Some((_, id)) if self.withdrawn.contains_key(&id) => RetryNow::NotQueued,
+                    Some((_, id)) if self.withdrawn.contains_key(&id) => RetryNow::Withdrawn,
+                    Some((_, id)) if self.parked.contains(id) => RetryNow::Parked,
                     Some((next_at, id)) => match self.queue.retry_now(&host, next_at, id, now) {
                         Some(was_due) => RetryNow::Done {
                             due_now: 1,
@@ -1257,6 +1278,58 @@ mod tests {
         q.release("slow:80", HostReport::NEUTRAL, 0);
         q.finish("slow:80", hosts[0].0, None);
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+    }
+
+    #[test]
+    fn retry_now_moves_a_delivery_forward_and_keeps_its_hosts_breaker_count() {
+        let mut q = Queue::new(8).with_breaker(BreakerPolicy {
+            threshold: 3,
+            probe_interval_ms: 1_000,
+        });
+        q.push("h:80", 0, Id(1));
+        let (id, _) = q.pop_due(10).unwrap();
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            ..SENT
+        };
+        q.release("h:80", failed, 10);
+        q.finish("h:80", id, Some(5_000));
+        assert_eq!(q.pop_due(100), None);
+        // Brought forward; its one failure still counts.
+        assert_eq!(q.retry_now("h:80", 5_000, Id(1), 100), Some(5_000));
+        assert_eq!(q.pending(), 1);
+        assert_eq!(q.hosts(100)[0].circuit, Circuit::Closed { failures: 1 });
+        assert_eq!(q.pop_due(100).map(|x| x.0), Some(Id(1)));
+        // Not queued (in flight now): nothing moves.
+        assert_eq!(q.retry_now("h:80", 100, Id(1), 100), None);
+        assert_eq!(q.retry_now("other:80", 0, Id(9), 100), None);
+    }
+
+    #[test]
+    fn retry_host_now_brings_every_delivery_forward_and_clears_its_holds() {
+        let mut q = Queue::new(8).with_breaker(BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 1_000_000,
+        });
+        q.push("h:80", 0, Id(1));
+        q.push("h:80", 50, Id(2));
+        let (id, _) = q.pop_due(10).unwrap();
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            hold_host_until: Some(2_000_000),
+            ..SENT
+        };
+        q.release("h:80", failed, 10);
+        q.finish("h:80", id, Some(5_000));
+        assert!(q.hosts(100)[0].circuit.is_open());
+        assert_eq!(q.pop_due(100), None);
+        let (due_now, brought_forward, view) = q.retry_host_now("h:80", 100).unwrap();
+        assert_eq!((due_now, brought_forward), (2, 1));
+        assert_eq!((view.circuit, view.not_before), (Circuit::default(), None));
+        let mut started = vec![q.pop_due(100).unwrap().0, q.pop_due(100).unwrap().0];
+        started.sort();
+        assert_eq!(started, [Id(1), Id(2)]);
+        assert!(q.retry_host_now("unknown:80", 100).is_none());
     }
 
     #[test]

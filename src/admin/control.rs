@@ -167,7 +167,8 @@ pub async fn host_retry(
             due_now,
             brought_forward,
         } => (due_now, brought_forward),
-        RetryNow::InFlight | RetryNow::NotQueued => (0, 0),
+        // (Only a single delivery's retry answers these.)
+        RetryNow::InFlight | RetryNow::Parked | RetryNow::Withdrawn | RetryNow::NotQueued => (0, 0),
     };
     tracing::info!(%host, due_now, brought_forward, "host retried now by an operator");
     Ok(axum::Json(serde_json::json!({

@@ -99,18 +99,34 @@ pub async fn retry(
     })
     .await?;
     match outcome {
-        RetryNow::Done { .. } => {
-            tracing::info!(id = %id, "delivery retried now by an operator");
+        RetryNow::Done {
+            brought_forward, ..
+        } => {
+            tracing::info!(id = %id, brought_forward = brought_forward == 1, "delivery retried now by an operator");
             show(State(s), Segment(id)).await
         }
         RetryNow::InFlight => Err(conflict(
             "in_progress",
             "has an attempt in flight".to_string(),
         )),
-        RetryNow::NotQueued => Err(conflict(
+        RetryNow::Parked => Err(conflict(
             "held",
-            "is held for its disabled endpoint (enable it: POST /v1/endpoints/{name}/enable), or is being cancelled".to_string(),
+            format!(
+                "is held for its disabled endpoint (enable it: POST /v1/endpoints/{}/enable)",
+                record.endpoint.as_deref().unwrap_or("{name}")
+            ),
         )),
+        RetryNow::Withdrawn => Err(conflict("not_pending", "is being cancelled".to_string())),
+        // Not in the queue: finished since it was read, or so new that the scheduler has
+        // not been told yet (and then it is due at once anyway).
+        RetryNow::NotQueued => {
+            let now = s.store.delivery(parsed).map_err(ApiError::store)?;
+            match now.map(|r| r.status) {
+                Some(Status::Pending) => show(State(s), Segment(id)).await,
+                Some(status) => Err(conflict("not_pending", format!("is {}", status.as_str()))),
+                None => Err(ApiError::not_found("delivery", &id)),
+            }
+        }
     }
 }
 

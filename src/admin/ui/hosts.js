@@ -113,8 +113,8 @@ function draw(body, ctx, list, health, pause, load) {
         h("td", {}, x.paused
           ? h("button", { type: "button", id: `resume-${slug(x.host)}`, onclick: () => resume(x.host, ctx, msg, load) }, "Resume")
           : h("button", { type: "button", class: "danger", id: `pause-${slug(x.host)}`, onclick: () => pause_(x.host, ctx, msg, load) }, "Pause…"),
-          x.pending > 0
-            ? [" ", h("button", { type: "button", id: `retry-${slug(x.host)}`, onclick: () => retryNow(x.host, x.pending, ctx, msg, load) }, "Retry now…")]
+          x.pending - (x.held_for_disabled_endpoint || 0) > 0
+            ? [" ", h("button", { type: "button", id: `retry-${slug(x.host)}`, onclick: () => retryNow(x.host, x.pending - (x.held_for_disabled_endpoint || 0), ctx, msg, load) }, "Retry now…")]
             : null));
     }), "Destination hosts"), endpoints);
   if (focused && body.querySelector(`#${CSS.escape(focused)}`)) document.getElementById(focused).focus();
@@ -170,7 +170,7 @@ async function resume(host, ctx, msg, load) {
 async function retryNow(host, pending, ctx, msg, load) {
   const ok = await confirmDialog({
     title: `Retry ${host} now?`,
-    text: `Its ${pending} pending deliveries are attempted now instead of after their backoff, and an open circuit or Retry-After hold is cleared. Use it once the receiver is back.`,
+    text: `Its ${pending} pending deliveries are attempted now instead of after their backoff, and an open circuit or Retry-After hold is cleared (a probe already in flight still decides). Use it once the receiver is back.`,
     confirm: "Retry now",
   });
   if (!ok) return;
@@ -184,7 +184,7 @@ async function retryNow(host, pending, ctx, msg, load) {
   // The redraw made a new message line.
   const line = document.querySelector("#hosts .msg");
   if (line) {
-    line.textContent = `${r.due_now} pending deliveries to ${host} are due now (${r.brought_forward} brought forward); its circuit and Retry-After hold are cleared.`;
+    line.textContent = `${r.due_now} pending deliveries to ${host} are due now (${r.brought_forward} brought forward); an open circuit or Retry-After hold is cleared.`;
   }
 }
 
