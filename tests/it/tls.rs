@@ -186,12 +186,21 @@ async fn private_cas_and_client_certificates_are_used() {
     let plain = TlsReceiver::start(&server_ca, None).await;
     let mutual = TlsReceiver::start(&server_ca, Some(&client_ca)).await;
 
-    // Without the CA, the private CA's receiver is an unknown issuer.
-    let untrusting = Sidecar::start(FAST_RETRY).await;
+    // Without the CA, the private CA's receiver is an unknown issuer; an endpoint that names
+    // the CA itself (`ca_file` of its own) reaches it.
+    let untrusting = Sidecar::start(&format!(
+        "{FAST_RETRY}[endpoints.own_ca]\nurl = \"{}\"\nca_file = \"{}\"\n",
+        plain.url("/own"),
+        ca_file.display()
+    ))
+    .await;
     let id = send(&untrusting, &format!("/{}", plain.url("/a"))).await;
     let d = untrusting.wait_status(&id, "failed").await;
     assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
     assert!(plain.requests().is_empty());
+    let id = send(&untrusting, "/e/own_ca").await;
+    untrusting.wait_status(&id, "delivered").await;
+    assert_eq!(plain.requests(), vec![false]);
     drop(untrusting);
 
     let config = format!(
@@ -208,7 +217,7 @@ async fn private_cas_and_client_certificates_are_used() {
     // A target sent by URL is checked against the CA file too.
     let id = send(&sidecar, &format!("/{}", plain.url("/a"))).await;
     sidecar.wait_status(&id, "delivered").await;
-    assert_eq!(plain.requests(), vec![false]);
+    assert_eq!(plain.requests(), vec![false, false]);
 
     // The endpoint with a client certificate presents it.
     let id = send(&sidecar, "/e/mutual").await;
