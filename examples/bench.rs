@@ -969,6 +969,8 @@ async fn storm_section(
             metric(&m1, &s) - metric(&m0, &s)
         })
         .sum();
+    let busy = "hookrelay_scheduler_busy_seconds_total";
+    let scheduler = metric(&m1, busy) - metric(&m0, busy);
     rstate.fail_per_mille.store(0, Ordering::Relaxed);
     report.add(
         "storm",
@@ -995,6 +997,20 @@ async fn storm_section(
         "storm",
         "sidecar CPU per 1000 attempts",
         1000.0 * cpu / attempts.max(1.0),
+        "s",
+        "",
+    );
+    report.add(
+        "storm",
+        "scheduler busy during the storm",
+        100.0 * scheduler / secs,
+        "% core",
+        "its loop's own work (hookrelay_scheduler_busy_seconds_total)",
+    );
+    report.add(
+        "storm",
+        "scheduler busy per 1000 attempts",
+        1000.0 * scheduler / attempts.max(1.0),
         "s",
         "",
     );

@@ -9,8 +9,8 @@
 pub mod series;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::model::{Classification, Status};
@@ -28,6 +28,7 @@ pub struct Metrics {
     pub paused: IntGauge,
     pub store_bytes: IntGauge,
     pub store_used_bytes: IntGauge,
+    pub scheduler_busy: Counter,
     pub commit_duration: Histogram,
     pub commit_batch_size: Histogram,
     pub replayed: IntCounter,
@@ -178,6 +179,12 @@ impl Metrics {
             .unwrap();
         registry.register(Box::new(paused.clone())).unwrap();
         registry.register(Box::new(store_bytes.clone())).unwrap();
+        let scheduler_busy = Counter::new(
+            "hookrelay_scheduler_busy_seconds_total",
+            "Time the delivery scheduler's loop spent working rather than waiting for an event (its CPU time, plus any time its thread waited for a core).",
+        )
+        .unwrap();
+        registry.register(Box::new(scheduler_busy.clone())).unwrap();
         let store_used_bytes = IntGauge::new(
             "hookrelay_store_used_bytes",
             "Bytes in use in the store as store.max_bytes counts them (0 when no limit is set); the file may be larger, redb reuses freed pages without shrinking it.",
@@ -225,6 +232,7 @@ impl Metrics {
             paused,
             store_bytes,
             store_used_bytes,
+            scheduler_busy,
             commit_duration,
             commit_batch_size,
             replayed,
@@ -275,6 +283,7 @@ mod tests {
             "hookrelay_paused",
             "hookrelay_store_bytes",
             "hookrelay_store_used_bytes",
+            "hookrelay_scheduler_busy_seconds_total",
             "hookrelay_store_commit_duration_seconds",
             "hookrelay_store_commit_batch_size",
             "hookrelay_replayed_total",

@@ -806,7 +806,9 @@ impl Scheduler {
         let mut next_sweep = clock::now_ms().saturating_add(FORGET_IDLE_EVERY_MS);
         let pending_gauge = self.metrics.queue_depth.with_label_values(&["pending"]);
         let in_progress_gauge = self.metrics.queue_depth.with_label_values(&["in_progress"]);
+        let busy = self.metrics.scheduler_busy.clone();
         loop {
+            let loop_top = std::time::Instant::now();
             if draining {
                 if self.in_flight.is_empty() {
                     break;
@@ -850,22 +852,33 @@ impl Scheduler {
             };
             let sleep_for =
                 wake.map(|at| Duration::from_millis(at.saturating_sub(clock::now_ms())));
+            // The loop's own work, for `hookrelay_scheduler_busy_seconds_total`: from the top of
+            // the loop to here, and from an event's arrival to the end of its handling.
+            let before_wait = loop_top.elapsed();
+            let woke;
             tokio::select! {
-                batch = self.enqueued_rx.recv(), if !writer_gone => match batch {
-                    Some(batch) => {
-                        for e in batch {
-                            self.push(&e.host, e.next_at, e.id);
+                batch = self.enqueued_rx.recv(), if !writer_gone => {
+                    woke = std::time::Instant::now();
+                    match batch {
+                        Some(batch) => {
+                            for e in batch {
+                                self.push(&e.host, e.next_at, e.id);
+                            }
+                        }
+                        // The writer is gone: nothing new will arrive; finish what is in flight.
+                        None => {
+                            writer_gone = true;
+                            draining = true;
+                            deadline.get_or_insert(tokio::time::Instant::now() + grace);
                         }
                     }
-                    // The writer is gone: nothing new will arrive; finish what is in flight.
-                    None => {
-                        writer_gone = true;
-                        draining = true;
-                        deadline.get_or_insert(tokio::time::Instant::now() + grace);
-                    }
-                },
-                Some(control) = self.control_rx.recv() => self.control(control),
+                }
+                Some(control) = self.control_rx.recv() => {
+                    woke = std::time::Instant::now();
+                    self.control(control);
+                }
                 Some(finished) = done_rx.recv() => {
+                    woke = std::time::Instant::now();
                     self.finished(finished, &done_tx);
                     // Attempts finish in bursts: take what else has arrived before the loop
                     // updates its gauges and timers again.
@@ -874,6 +887,7 @@ impl Scheduler {
                     }
                 }
                 changed = gate_rx.changed() => {
+                    woke = std::time::Instant::now();
                     if changed.is_ok() {
                         let disabled = gate_rx.borrow_and_update().clone();
                         for (endpoint, held) in self.parked.release(&disabled) {
@@ -884,8 +898,9 @@ impl Scheduler {
                         }
                     }
                 }
-                _ = sleep_opt(sleep_for) => {}
+                _ = sleep_opt(sleep_for) => woke = std::time::Instant::now(),
                 changed = drain.changed(), if !draining => {
+                    woke = std::time::Instant::now();
                     if changed.is_err() || *drain.borrow() {
                         draining = true;
                         deadline = Some(tokio::time::Instant::now() + grace);
@@ -900,6 +915,7 @@ impl Scheduler {
                     break;
                 }
             }
+            busy.inc_by((before_wait + woke.elapsed()).as_secs_f64());
         }
     }
 

@@ -44,6 +44,11 @@ async fn success_is_recorded_with_its_attempt() {
         ),
         Some(1.0)
     );
+    // The scheduler's loop did some work to get it there.
+    assert!(
+        metric(&m, "hookrelay_scheduler_busy_seconds_total").is_some_and(|s| s > 0.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
