@@ -50,7 +50,7 @@ pub enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
-    /// List, show or cancel deliveries.
+    /// List, show, retry now or cancel deliveries.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
     /// Replay failed or cancelled deliveries as new deliveries (recorded as a batch).
