@@ -378,10 +378,11 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 )
                 .await?;
             Ok(output(&admin, &r, |r| {
+                let due = r["due_now"].as_u64().unwrap_or(0);
                 format!(
-                    "host {}: {} pending deliveries due now ({} brought forward); an open circuit or Retry-After hold is cleared\n",
+                    "host {}: {due} pending {} due now ({} brought forward); any open circuit or Retry-After hold is cleared\n",
                     r["host"].as_str().unwrap_or("?"),
-                    r["due_now"],
+                    if due == 1 { "delivery" } else { "deliveries" },
                     r["brought_forward"]
                 )
             }))
@@ -472,23 +473,20 @@ async fn operate(command: Command) -> Result<String, CliError> {
             let stats = client.get("/v1/stats", &[]).await?;
             let hosts = client.get("/v1/hosts", &[]).await?;
             let health = client.get("/v1/health/hosts", &[]).await?;
+            let pause = client.get("/v1/pause", &[]).await?;
             if admin.json {
-                let both = json!({
+                let all = json!({
                     "stats": stats,
+                    "pause": pause,
                     "hosts": hosts["data"],
                     "disabled_endpoints": health["disabled_endpoints"],
                 });
                 return Ok(format!(
                     "{}\n",
-                    serde_json::to_string_pretty(&both).unwrap_or_default()
+                    serde_json::to_string_pretty(&all).unwrap_or_default()
                 ));
             }
-            let pause = if stats["paused"] == true {
-                Some(client.get("/v1/pause", &[]).await?)
-            } else {
-                None
-            };
-            Ok(render::status(&stats, &hosts, &health, pause.as_ref()))
+            Ok(render::status(&stats, &hosts, &health, Some(&pause)))
         }
         Command::Serve { .. }
         | Command::Config { .. }

@@ -132,6 +132,13 @@ async fn operator_commands_work_against_a_live_sidecar() {
     let status = ok(cli(&sidecar, &["status", "--json"]).await).json();
     assert_eq!(status["stats"]["paused"], true);
     assert_eq!(status["stats"]["paused_hosts"], 1);
+    // The pause's reason, for scripts too.
+    assert_eq!(status["pause"]["reason"], "maintenance", "{status}");
+    let text = ok(cli(&sidecar, &["status"]).await).stdout;
+    assert!(
+        text.contains("PAUSED since") && text.contains(": maintenance"),
+        "{text}"
+    );
     ok(cli(&sidecar, &["resume", "--host", &host]).await);
     let resumed = ok(cli(&sidecar, &["resume"]).await).stdout;
     assert_eq!(resumed, "delivery running\n");
