@@ -55,6 +55,19 @@ struct HostQueue {
     last_start_seq: u64,
 }
 
+impl HostQueue {
+    /// Takes `id` out of the pending set: at `next_at` where the store last had it, or
+    /// wherever a retry has moved it since. When it was due; `None` if it is not pending here.
+    fn take_pending(&mut self, next_at: u64, id: Id) -> Option<u64> {
+        if self.pending.remove(&(next_at, id)) {
+            return Some(next_at);
+        }
+        let moved = self.pending.iter().find(|(_, i)| *i == id).copied()?;
+        self.pending.remove(&moved);
+        Some(moved.0)
+    }
+}
+
 /// Pending deliveries by host, and the hosts ready to send, by the time they become eligible
 /// (for hosts with work due: the least recently started first, so no host's backlog starves
 /// another's).
@@ -175,15 +188,10 @@ impl Queue {
         let hq = self.hosts.get_mut(&key)?;
         // Moved within the host's set: taking it out first could forget the host, and with it
         // its breaker's count of failures.
-        let entry = if hq.pending.contains(&(next_at, id)) {
-            (next_at, id)
-        } else {
-            hq.pending.iter().find(|(_, i)| *i == id).copied()?
-        };
-        hq.pending.remove(&entry);
-        hq.pending.insert((entry.0.min(now), id));
+        let at = hq.take_pending(next_at, id)?;
+        hq.pending.insert((at.min(now), id));
         self.refresh(&key);
-        Some(entry.0)
+        Some(at)
     }
 
     /// Drops a pending delivery (an operator cancels it): when it was due, if it was queued.
@@ -191,13 +199,10 @@ impl Queue {
     /// searched.
     pub fn remove(&mut self, host: &str, next_at: u64, id: Id) -> Option<u64> {
         let key = self.host_key(host);
-        let removed = self.hosts.get_mut(&key).and_then(|hq| {
-            if hq.pending.remove(&(next_at, id)) {
-                return Some(next_at);
-            }
-            let moved = hq.pending.iter().find(|(_, i)| *i == id).copied()?;
-            hq.pending.remove(&moved).then_some(moved.0)
-        });
+        let removed = self
+            .hosts
+            .get_mut(&key)
+            .and_then(|hq| hq.take_pending(next_at, id));
         if removed.is_some() {
             self.pending -= 1;
             self.refresh(&key);
@@ -926,6 +931,10 @@ impl Scheduler {
     /// Queues a pending delivery, unless it is withdrawn for a cancel: then only where it would
     /// be queued is kept.
     fn push(&mut self, host: &str, at: u64, id: Id) {
+        // Nearly always empty: then no lookup on the path of every announced delivery.
+        if self.withdrawn.is_empty() {
+            return self.queue.push(host, at, id);
+        }
         match self.withdrawn.get_mut(&id) {
             Some(held) => *held = (Host::from(host), at),
             None => self.queue.push(host, at, id),

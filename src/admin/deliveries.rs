@@ -12,7 +12,7 @@ use super::json::{self, PageJson};
 use super::params::{self, LIST_MAX_SCAN, ListParams};
 use super::{AdminState, ApiError, Segment, ask_scheduler};
 use crate::clock;
-use crate::model::{DeliveryId, Id, Status};
+use crate::model::{DeliveryId, DeliveryRecord, Id, Status};
 use crate::schedule::{Control, RetryNow};
 use crate::store::writer::CancelResult;
 
@@ -39,6 +39,14 @@ pub async fn list(State(s): State<AdminState>, uri: Uri) -> Result<Response, Api
         next_cursor: page.next_cursor.map(params::cursor_text),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// The stored record of delivery `parsed` (`id` as the client wrote it), or a 404.
+fn stored(s: &AdminState, parsed: Id, id: &str) -> Result<DeliveryRecord, ApiError> {
+    s.store
+        .delivery(parsed)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found("delivery", id))
 }
 
 fn parse_id(id: &str) -> Result<Id, ApiError> {
@@ -78,11 +86,7 @@ pub async fn retry(
     let conflict = |code: &'static str, why: String| {
         ApiError::new(StatusCode::CONFLICT, code, format!("delivery `{id}` {why}"))
     };
-    let record = s
-        .store
-        .delivery(parsed)
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let record = stored(&s, parsed, &id)?;
     if record.status != Status::Pending {
         return Err(conflict(
             "not_pending",
@@ -119,14 +123,10 @@ pub async fn retry(
         RetryNow::Withdrawn => Err(conflict("not_pending", "is being cancelled".to_string())),
         // Not in the queue: finished since it was read, or so new that the scheduler has
         // not been told yet (and then it is due at once anyway).
-        RetryNow::NotQueued => {
-            let now = s.store.delivery(parsed).map_err(ApiError::store)?;
-            match now.map(|r| r.status) {
-                Some(Status::Pending) => show(State(s), Segment(id)).await,
-                Some(status) => Err(conflict("not_pending", format!("is {}", status.as_str()))),
-                None => Err(ApiError::not_found("delivery", &id)),
-            }
-        }
+        RetryNow::NotQueued => match stored(&s, parsed, &id)?.status {
+            Status::Pending => show(State(s), Segment(id)).await,
+            status => Err(conflict("not_pending", format!("is {}", status.as_str()))),
+        },
     }
 }
 
@@ -142,11 +142,7 @@ pub async fn cancel(
             format!("delivery `{id}` is {state}; only a pending delivery can be cancelled"),
         )
     };
-    let record = s
-        .store
-        .delivery(parsed)
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let record = stored(&s, parsed, &id)?;
     if record.status != Status::Pending {
         return Err(conflict(record.status.as_str()));
     }

@@ -195,7 +195,10 @@ fn shown(path: &[String], value: &Value) -> String {
         };
     }
     if let Value::String(_, s) = value {
-        return toml_str(&redact_url(s));
+        // A URL's credentials hidden as listings show them (userinfo as `***@`, credential-
+        // looking query values as `***`); anything with nothing to hide printed as written,
+        // so the output loads back as the same configuration.
+        return toml_str(&crate::redact::target(s));
     }
     toml::Value::try_from(value)
         .map(|v| v.to_string())
@@ -227,15 +230,6 @@ pub fn is_secret(path: &[String]) -> bool {
     path.iter().enumerate().any(|(i, segment)| {
         named_secret(segment) || (i > 0 && path[i - 1] == "headers" && credential_header(segment))
     })
-}
-
-/// A URL's credentials hidden as listings show them (`crate::redact::target`): its user and
-/// password (`https://***@host/`), and the values of query parameters whose names look like
-/// credentials (`?api_key=***`, also Azure's `code` and `sig`). Anything else, a URL with
-/// nothing to hide included, is printed exactly as written, so the output loads back as the
-/// same configuration.
-fn redact_url(s: &str) -> String {
-    crate::redact::target(s).into_owned()
 }
 
 fn toml_str(s: &str) -> String {
