@@ -227,15 +227,36 @@ async fn private_cas_and_client_certificates_are_used() {
     // The endpoint without one is refused by the receiver, as a TLS failure, every attempt.
     let id = send(&sidecar, "/e/nocert").await;
     let d = sidecar.wait_status(&id, "failed").await;
-    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
+    refused_for_no_certificate(&d);
     assert_eq!(mutual.requests(), vec![true]);
 
     // And the URL-prefix form of the same receiver uses the shared client: no certificate,
     // every attempt refused at the handshake.
     let id = send(&sidecar, &format!("/{}", mutual.url("/u"))).await;
     let d = sidecar.wait_status(&id, "failed").await;
-    assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
+    refused_for_no_certificate(&d);
     assert_eq!(mutual.requests(), vec![true]);
+}
+
+/// Five attempts refused by a receiver that requires a client certificate. With TLS 1.3 the
+/// client's handshake is complete before the server checks the certificate, so the server's
+/// refusal (an alert, then the close) races the request: usually it is read as the alert
+/// (`TLS_ERROR`), but when the connection is already closed before hyper could send on it, all
+/// that is left is "connection was not ready" (`NETWORK_ERROR`; seen on a loaded machine). Either
+/// way nothing reached the receiver (checked by the caller).
+fn refused_for_no_certificate(d: &serde_json::Value) {
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 5, "{d}");
+    for a in attempts {
+        let class = a["classification"].as_str().unwrap();
+        let error = a["error"].as_str().unwrap_or_default();
+        assert!(
+            class == "TLS_ERROR"
+                || (class == "NETWORK_ERROR" && error.contains("connection was not ready")),
+            "{a}"
+        );
+    }
+    assert!(classes(d).contains(&"TLS_ERROR".to_string()), "{d}");
 }
 
 /// Bad TLS files stop start-up, naming the key and the file.
