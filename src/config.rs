@@ -246,7 +246,7 @@ pub struct Endpoint {
     pub retry: RetryPolicy,
     pub events: Vec<String>,
     /// Signing keys, the current one first; empty means unsigned.
-    pub signing_keys: Vec<SigningKey>,
+    pub signing_keys: Vec<crate::sign::SigningKey>,
     /// Its own TLS settings; when set, its deliveries go through a client of their own.
     pub tls: EndpointTls,
 }
@@ -263,16 +263,6 @@ pub struct EndpointTls {
 impl EndpointTls {
     pub fn is_set(&self) -> bool {
         !self.roots.is_empty() || self.identity.is_some()
-    }
-}
-
-/// A decoded signing secret. Its Debug output never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SigningKey(pub Vec<u8>);
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SigningKey(..)")
     }
 }
 
@@ -682,9 +672,8 @@ impl RawConfig {
                 } else {
                     format!("{key}.secrets")
                 };
-                signing_keys.push(SigningKey(
-                    crate::sign::decode_secret(s).map_err(|reason| invalid(k, reason))?,
-                ));
+                signing_keys
+                    .push(crate::sign::decode_secret(s).map_err(|reason| invalid(k, reason))?);
             }
             let mut tls = EndpointTls::default();
             if let Some(path) = &raw.ca_file {

@@ -2,9 +2,11 @@
 //! decides what listings, logs, the delivery detail and `config show` hide.
 //!
 //! Pure functions. Redaction errs on the side of hiding: a header or query parameter is hidden
-//! when its name looks like it carries a credential or its value looks like one. What cannot
-//! be recognised is not hidden: a token that is a path segment (`/services/T0/B0/XXXX`) is
-//! shown, since nothing tells it from any other segment.
+//! when its name looks like it carries a credential or its value looks like one. A path segment
+//! is hidden when it follows a segment that names a credential (`/with/key/XXXX`) or where a
+//! well-known incoming-webhook service keeps its token (Slack, Discord, Microsoft Teams,
+//! Zapier). What cannot be recognised is not hidden: a token that is an arbitrary path segment
+//! elsewhere is shown, since nothing tells it from any other segment.
 
 use std::borrow::Cow;
 
@@ -36,6 +38,19 @@ const SECRET_VALUE_SCHEMES: &[&str] = &["bearer", "basic", "digest", "token"];
 /// Query parameter names that carry a credential without saying so (Azure Functions' `code`,
 /// a shared access signature's `sig`).
 const SECRET_QUERY_NAMES: &[&str] = &["code", "sig"];
+
+/// Path segments after which the next segment is a credential (`/with/key/XXXX`, IFTTT's form),
+/// compared case-insensitively.
+const SECRET_SEGMENTS: &[&str] = &[
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+    "access_token",
+    "secret",
+    "password",
+];
 
 /// What a hidden query value or userinfo reads as in a shown target.
 pub const HIDDEN: &str = "***";
@@ -74,9 +89,9 @@ fn is_secret_param(name: &str, value: &str) -> bool {
 /// them, each hidden value replaced); a target with nothing to hide is returned as it is. The
 /// fragment is treated like the query (`#access_token=...`), though it is never sent.
 pub fn target(target: &str) -> Cow<'_, str> {
-    // Without an `@` there is no userinfo, and without a `?` or `#` no query or fragment: no
-    // parse on the listings' hot path.
-    if !target.contains(['@', '?', '#']) {
+    // Without an `@` there is no userinfo, without a `?` or `#` no query or fragment, and
+    // without one of the path markers no path to hide: no parse on the listings' hot path.
+    if !target.contains(['@', '?', '#']) && !may_hide_path(target) {
         return target.into();
     }
     let Ok(u) = url::Url::parse(target) else {
@@ -86,17 +101,19 @@ pub fn target(target: &str) -> Cow<'_, str> {
         return target.into();
     }
     let userinfo = !u.username().is_empty() || u.password().is_some();
+    let path = hide_path(u.host_str().unwrap_or_default(), u.path());
     let query = u.query().and_then(hide_params);
     let fragment = u.fragment().and_then(hide_params);
-    match (userinfo, query, fragment) {
-        (false, None, None) => target.into(),
-        (userinfo, query, fragment) => {
+    match (userinfo, path, query, fragment) {
+        (false, None, None, None) => target.into(),
+        (userinfo, path, query, fragment) => {
             let mut shown = format!("{}://", u.scheme());
             if userinfo {
                 shown.push_str(HIDDEN);
                 shown.push('@');
             }
-            shown.push_str(&u[url::Position::BeforeHost..url::Position::AfterPath]);
+            shown.push_str(&u[url::Position::BeforeHost..url::Position::BeforePath]);
+            shown.push_str(path.as_deref().unwrap_or(u.path()));
             if let Some(q) = query.as_deref().or(u.query()) {
                 shown.push('?');
                 shown.push_str(q);
@@ -108,6 +125,75 @@ pub fn target(target: &str) -> Cow<'_, str> {
             shown.into()
         }
     }
+}
+
+/// Whether `target` could have a path segment to hide: a cheap test before any parse.
+fn may_hide_path(target: &str) -> bool {
+    let lower = target.to_ascii_lowercase();
+    if ["slack.com", "discord", "webhook.office.com", "zapier.com"]
+        .iter()
+        .any(|host| lower.contains(host))
+    {
+        return true;
+    }
+    let mut after_name = false;
+    for segment in lower.split('/') {
+        if after_name && !segment.is_empty() {
+            return true;
+        }
+        after_name = SECRET_SEGMENTS.contains(&segment);
+    }
+    false
+}
+
+/// `path` with each segment that holds a credential as [`HIDDEN`]; `None` when none does.
+/// `host` is in lower case (as parsed).
+fn hide_path(host: &str, path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let named = |i: usize, name: &str| {
+        segments
+            .get(i)
+            .is_some_and(|s| s.eq_ignore_ascii_case(name))
+    };
+    let in_domain = |domain: &str| {
+        host == domain
+            || host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.ends_with('.'))
+    };
+    // `segments[0]` is the empty string before the path's leading `/`.
+    let last = segments.iter().rposition(|s| !s.is_empty()).unwrap_or(0);
+    let mut hide = vec![false; segments.len()];
+    for i in 1..segments.len() {
+        let after = |name: &str| i >= 1 && named(i - 1, name);
+        hide[i] = !segments[i].is_empty()
+            && (SECRET_SEGMENTS.iter().any(|name| after(name))
+                // Slack: /services/T0/B0/SECRET, /triggers/.../SECRET, /workflows/.../SECRET.
+                || (host == "hooks.slack.com" && i == last && i >= 2)
+                // Discord: /api[/v10]/webhooks/ID/TOKEN[/slack|/github].
+                || ((in_domain("discord.com") || in_domain("discordapp.com"))
+                    && i >= 2
+                    && named(i - 2, "webhooks"))
+                // Microsoft Teams connectors: .../IncomingWebhook/ID/SECRET-GUID[/...].
+                || (in_domain("webhook.office.com")
+                    && segments[..i]
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case("IncomingWebhook")))
+                // Zapier: /hooks/catch/ACCOUNT/HOOK/.
+                || (host == "hooks.zapier.com"
+                    && i == 4
+                    && named(1, "hooks")
+                    && named(2, "catch")));
+    }
+    if !hide.contains(&true) {
+        return None;
+    }
+    let shown: Vec<&str> = segments
+        .iter()
+        .zip(&hide)
+        .map(|(s, h)| if *h { HIDDEN } else { s })
+        .collect();
+    Some(shown.join("/"))
 }
 
 /// `query` with the value of each credential-looking parameter as [`HIDDEN`]; `None` when
@@ -228,9 +314,72 @@ mod tests {
         }
     }
 
+    /// Tokens that well-known services keep in the path, and segments after a credential's
+    /// name; look-alikes elsewhere are shown.
+    #[test]
+    fn path_tokens_of_known_forms_are_hidden() {
+        let cases = [
+            (
+                "https://hooks.slack.com/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXXXXXX",
+                "https://hooks.slack.com/services/T0001/B0001/***",
+            ),
+            (
+                "https://hooks.slack.com/triggers/T0001/123/abcdef0123/",
+                "https://hooks.slack.com/triggers/T0001/123/***/",
+            ),
+            (
+                "https://discord.com/api/webhooks/1234567890/tok-EN_1?wait=true",
+                "https://discord.com/api/webhooks/1234567890/***?wait=true",
+            ),
+            (
+                "https://ptb.discordapp.com/api/v10/webhooks/123/tok/slack",
+                "https://ptb.discordapp.com/api/v10/webhooks/123/***/slack",
+            ),
+            (
+                "https://acme.webhook.office.com/webhookb2/g1@g2/IncomingWebhook/h3x/g4/V2k",
+                "https://acme.webhook.office.com/webhookb2/g1@g2/IncomingWebhook/***/***/***",
+            ),
+            (
+                "https://hooks.zapier.com/hooks/catch/123456/abcdef/",
+                "https://hooks.zapier.com/hooks/catch/123456/***/",
+            ),
+            (
+                "https://maker.ifttt.com/trigger/deploy/with/key/s3cr3t",
+                "https://maker.ifttt.com/trigger/deploy/with/key/***",
+            ),
+            (
+                "https://u:p@h.example:8443/Token/t0k/x?api_key=k",
+                "https://***@h.example:8443/Token/***/x?api_key=***",
+            ),
+            // Look-alikes: another host, or the name at the end with nothing after it.
+            (
+                "https://notdiscord.com/api/webhooks/1/2",
+                "https://notdiscord.com/api/webhooks/1/2",
+            ),
+            (
+                "https://hooks.slack.com.evil.example/services/T/B/X",
+                "https://hooks.slack.com.evil.example/services/T/B/X",
+            ),
+            ("https://h.example/keys/1/", "https://h.example/keys/1/"),
+            ("https://h.example/a/key/", "https://h.example/a/key/"),
+            ("https://hooks.slack.com/", "https://hooks.slack.com/"),
+            (
+                "https://hooks.zapier.com/hooks/standard/1/2/",
+                "https://hooks.zapier.com/hooks/standard/1/2/",
+            ),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(target(given), shown, "{given}");
+        }
+    }
+
     #[test]
     fn a_target_with_nothing_to_hide_is_not_copied() {
-        for t in ["https://h.example/p", "https://h.example/p?page=2"] {
+        for t in [
+            "https://h.example/p",
+            "https://h.example/p?page=2",
+            "https://discord.com/channels/1/2",
+        ] {
             assert!(matches!(target(t), Cow::Borrowed(_)), "{t}");
         }
     }

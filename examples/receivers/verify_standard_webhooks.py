@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A webhook receiver that verifies hookrelay's Standard Webhooks signatures.
 
-Run it (Python 3.8+, standard library only):
+Run it (Python 3.8+, standard library only for HMAC secrets; an ed25519 public key, `whpk_`,
+needs the `cryptography` package):
 
     WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw PORT=8080 \
         python3 examples/receivers/verify_standard_webhooks.py
@@ -12,7 +13,9 @@ and point a named endpoint at it:
     url = "http://127.0.0.1:8080/hooks"
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-(`[egress] allow_cidrs = ["127.0.0.0/8"]` is needed for a receiver on loopback.)
+(`[egress] allow_cidrs = ["127.0.0.0/8"]` is needed for a receiver on loopback.) For an endpoint
+whose secret is an ed25519 key (`whsk_`), give this receiver its public key instead:
+WEBHOOK_SECRET=whpk_... (`hookrelay config public-keys` prints it).
 
 `python3 verify_standard_webhooks.py --self-test` checks the verifier against the example in
 the Standard Webhooks specification and exits.
@@ -22,7 +25,8 @@ What a receiver checks, in order:
 2. the timestamp is within TOLERANCE seconds of now (a replayed old request is refused);
 3. one of the space-separated `v1,<base64>` signatures equals
    base64(HMAC-SHA256(key, f"{id}.{timestamp}.{raw body}")), compared in constant time,
-   where key is the base64-decoded part of the secret after `whsec_`;
+   where key is the base64-decoded part of the secret after `whsec_`; or, with a `whpk_` public
+   key, one of the `v1a,<base64>` signatures is a valid ed25519 signature of the same message;
 4. then deduplicate by `webhook-id`: it is the same for every retry of one delivery.
 """
 
@@ -55,11 +59,25 @@ def verify(secret, headers, body, now=None):
     now = time.time() if now is None else now
     if abs(now - ts) > TOLERANCE:
         raise VerificationError("webhook-timestamp is too old or too new")
-    key = base64.b64decode(secret[len("whsec_"):] if secret.startswith("whsec_") else secret)
     signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    candidates = [c.partition(",") for c in signatures.split(" ")]
+    if secret.startswith("whpk_"):
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(secret[len("whpk_"):]))
+        for version, _, sig in candidates:
+            if version != "v1a":
+                continue
+            try:
+                public.verify(base64.b64decode(sig), signed)
+                return msg_id
+            except (InvalidSignature, ValueError):
+                continue
+        raise VerificationError("no signature matches")
+    key = base64.b64decode(secret[len("whsec_"):] if secret.startswith("whsec_") else secret)
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    for candidate in signatures.split(" "):
-        version, _, sig = candidate.partition(",")
+    for version, _, sig in candidates:
         if version == "v1" and hmac.compare_digest(sig, expected):
             return msg_id
     raise VerificationError("no signature matches")
@@ -106,7 +124,23 @@ def self_test():
         except VerificationError:
             continue
         raise AssertionError("a tampered or stale request was accepted")
-    print("self-test passed")
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        print("self-test passed (HMAC; ed25519 skipped: no `cryptography` package)")
+        return
+    # RFC 8032's first test key as `whpk_`, and hookrelay's v1a signature of the same message.
+    public = "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    headers["webhook-signature"] = (
+        "v1,x v1a,fldxM4gAKugP6nnt1hdz3sgGfZ6d99nzrMFnZOELIxbzEHoVmAb2ADpkJK7zgPePmPsle0zV9jSeGlHFG2NVAw=="
+    )
+    assert verify(public, headers, body, now=1614265330) == "msg_p5jXN8AQM9LWM0D4loKWxJek"
+    try:
+        verify(public, headers, b'{"test": 1}', now=1614265330)
+    except VerificationError:
+        print("self-test passed (HMAC and ed25519)")
+        return
+    raise AssertionError("a tampered request was accepted with an ed25519 key")
 
 
 if __name__ == "__main__":
@@ -114,7 +148,7 @@ if __name__ == "__main__":
         self_test()
         sys.exit(0)
     if not Handler.secret:
-        sys.exit("set WEBHOOK_SECRET=whsec_...")
+        sys.exit("set WEBHOOK_SECRET=whsec_... (or whpk_... for an ed25519 key)")
     port = int(os.environ.get("PORT", "8080"))
     print(f"verifying webhooks on http://127.0.0.1:{port}", flush=True)
     HTTPServer(("127.0.0.1", port), Handler).serve_forever()

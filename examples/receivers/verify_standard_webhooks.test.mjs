@@ -50,3 +50,28 @@ test('refuses timestamps outside five minutes', () => {
   }
   assert.throws(() => verifyWebhook(secret, headers(signature, '12ab'), body, at), /number/);
 });
+
+// RFC 8032's first test key as hookrelay's `whsk_`/`whpk_`, and hookrelay's `v1a` signature of the
+// specification's message with it (the same value as src/sign.rs's unit test, which Python's
+// `cryptography` computed independently).
+const publicKey = 'whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=';
+const edSignature =
+  'v1a,fldxM4gAKugP6nnt1hdz3sgGfZ6d99nzrMFnZOELIxbzEHoVmAb2ADpkJK7zgPePmPsle0zV9jSeGlHFG2NVAw==';
+
+test('verifies an ed25519 (v1a) signature with the whpk_ public key', () => {
+  assert.equal(verifyWebhook(publicKey, headers(edSignature), body, at), true);
+  assert.equal(verifyWebhook(publicKey, headers(`${signature} ${edSignature}`), body, at), true);
+  // The HMAC secret still checks the v1 entry of a header that carries both.
+  assert.equal(verifyWebhook(secret, headers(`${edSignature} ${signature}`), body, at), true);
+});
+
+test('refuses an ed25519 signature of anything else', () => {
+  const refused = (h, b, key = publicKey) =>
+    assert.throws(() => verifyWebhook(key, h, b, at), WebhookVerificationError);
+  refused(headers(edSignature), body + ' ');
+  refused({ ...headers(edSignature), 'webhook-id': 'msg_other' }, body);
+  refused(headers(edSignature, String(timestamp + 1)), body);
+  refused(headers(signature), body); // a v1 entry is not checked with a public key
+  refused(headers(edSignature.replace('v1a,', 'v1,')), body);
+  refused(headers(edSignature), body, 'whpk_' + Buffer.alloc(32, 1).toString('base64'));
+});

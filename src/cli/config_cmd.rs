@@ -1,5 +1,6 @@
 //! `hookrelay config check` and `hookrelay config show`: validate a configuration without
-//! starting, and print the effective one with each value's origin and every secret redacted.
+//! starting, and print the effective one with each value's origin and every secret redacted;
+//! `config new-secret` and `config public-keys` for endpoint signing.
 //!
 //! Both read the same layers as `serve` (`config::layered`), so what they report is what the
 //! sidecar would run with. Nothing here binds a port or opens the store.
@@ -27,13 +28,71 @@ pub enum ConfigCommand {
         #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a new random signing secret for an endpoint's `secret`: HMAC (`whsec_`), or with
+    /// --ed25519 an ed25519 secret key (`whsk_`) and the public key (`whpk_`) its receiver
+    /// verifies with.
+    NewSecret {
+        /// An ed25519 key pair (signatures `v1a`) instead of an HMAC secret (`v1`).
+        #[arg(long)]
+        ed25519: bool,
+    },
+    /// Print the public key (`whpk_`) of each endpoint's ed25519 secret, for its receiver.
+    PublicKeys {
+        /// A TOML file layered over the embedded defaults.
+        #[arg(long, short = 'c', env = "HOOKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: ConfigCommand) -> ExitCode {
     match command {
         ConfigCommand::Check { config } => check(config.as_deref()),
         ConfigCommand::Show { config } => show(config.as_deref()),
+        ConfigCommand::NewSecret { ed25519 } => new_secret(ed25519),
+        ConfigCommand::PublicKeys { config } => public_keys(config.as_deref()),
     }
+}
+
+fn new_secret(ed25519: bool) -> ExitCode {
+    match crate::sign::generate(ed25519) {
+        Ok((secret, public)) => {
+            let mut text = format!("secret: {secret}\n");
+            if let Some(public) = public {
+                text.push_str(&format!("public: {public}\n"));
+            }
+            crate::cli::out(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookrelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn public_keys(file: Option<&Path>) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookrelay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut lines = Vec::new();
+    for ep in config.endpoints.values() {
+        for (i, key) in ep.signing_keys.iter().enumerate() {
+            if let Some(public) = key.public_key() {
+                let which = if i == 0 { "secret" } else { "secrets" };
+                lines.push(format!("{}\t{which}\t{public}", ep.name));
+            }
+        }
+    }
+    if lines.is_empty() {
+        eprintln!("hookrelay: no endpoint has an ed25519 secret (`whsk_`)");
+        return ExitCode::FAILURE;
+    }
+    crate::cli::out(&(lines.join("\n") + "\n"));
+    ExitCode::SUCCESS
 }
 
 fn check(file: Option<&Path>) -> ExitCode {

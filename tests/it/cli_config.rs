@@ -1,5 +1,6 @@
-//! The binary's non-serving subcommands: `config check`, `config show`, `healthcheck`,
-//! `completions` and `--version`, run as a user would run them.
+//! The binary's non-serving subcommands: `config check`, `config show`, `config new-secret`,
+//! `config public-keys`, `healthcheck`, `completions` and `--version`, run as a user would run
+//! them.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -133,6 +134,86 @@ fn config_show_prints_origins_and_redacts_secrets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("jitter = 5.0  # env HOOKRELAY_RETRY__JITTER"));
     assert!(stderr(&out).contains("retry.jitter"));
+}
+
+/// `config new-secret` makes keys the configuration accepts, and `config public-keys` prints the
+/// public half of each ed25519 key (and only of those) that `config show` redacts.
+#[test]
+fn new_secrets_and_their_public_keys() {
+    let line = |text: &str, label: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {text:?}"))
+            .to_string()
+    };
+    let out = hookrelay(&["config", "new-secret"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hmac = line(&stdout(&out), "secret: ");
+    assert!(hmac.starts_with("whsec_"), "{hmac}");
+    assert!(!stdout(&out).contains("public:"));
+    let out = hookrelay(&["config", "new-secret", "--ed25519"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (current, current_public) = (
+        line(&stdout(&out), "secret: "),
+        line(&stdout(&out), "public: "),
+    );
+    assert!(current.starts_with("whsk_") && current_public.starts_with("whpk_"));
+    let out = hookrelay(&["config", "new-secret", "--ed25519"], &[]);
+    let (older, older_public) = (
+        line(&stdout(&out), "secret: "),
+        line(&stdout(&out), "public: "),
+    );
+    assert_ne!(older, current, "each key is new");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "keys.toml",
+        &format!(
+            "[endpoints.orders]\nurl = \"https://receiver.example.com/hooks\"\n\
+             secret = \"{current}\"\nsecrets = [\"{hmac}\", \"{older}\"]\n\
+             [endpoints.audit]\nurl = \"https://audit.example.com/hooks\"\nsecret = \"{hmac}\"\n"
+        ),
+    );
+    let out = hookrelay(&["config", "public-keys", "--config", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("orders\tsecret\t{current_public}\norders\tsecrets\t{older_public}\n")
+    );
+    let out = hookrelay(&["config", "show", "--config", &file], &[]);
+    for secret in [&current, &older, &hmac] {
+        assert!(!stdout(&out).contains(secret.as_str()), "{}", stdout(&out));
+    }
+
+    // No ed25519 key: said so, exit 1; a public key where the secret key belongs: exit 2,
+    // naming the key and what to put there.
+    let hmac_only = write(
+        dir.path(),
+        "hmac.toml",
+        &format!("[endpoints.audit]\nurl = \"https://a.example.com/\"\nsecret = \"{hmac}\"\n"),
+    );
+    let out = hookrelay(&["config", "public-keys", "--config", &hmac_only], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no endpoint has an ed25519 secret"));
+    let swapped = write(
+        dir.path(),
+        "swapped.toml",
+        &format!(
+            "[endpoints.orders]\nurl = \"https://a.example.com/\"\nsecret = \"{current_public}\"\n"
+        ),
+    );
+    let out = hookrelay(&["config", "check", "--config", &swapped], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("endpoints.orders.secret") && err.contains("(`whsk_`)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&current_public),
+        "the key itself is not repeated: {err}"
+    );
 }
 
 #[test]

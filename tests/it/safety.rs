@@ -1,4 +1,4 @@
-//! The safety features against the real binary: egress guard, signing, per-host Retry-After,
+//! The safety features against the real binary: egress guard, signing (HMAC and ed25519), per-host Retry-After,
 //! circuit breaker, 410 disabling an endpoint, and backpressure. Every packet stays on loopback;
 //! the guard's non-loopback ranges are covered by the unit tests of `egress.rs`.
 
@@ -196,6 +196,66 @@ async fn named_endpoints_are_signed_with_a_stable_id_and_every_active_secret() {
     assert!(plain.header("webhook-id").is_none());
     // Without a secret, the app's headers pass through untouched.
     assert_eq!(plain.header("webhook-signature"), Some("v1,forged"));
+}
+
+/// RFC 8032's first test key: its seed as hookrelay's `whsk_`, its public key as `whpk_`.
+const ED_SECRET: &str = "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+const ED_PUBLIC: &str = "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+/// A receiver's check of a `v1a` entry with nothing but the public key.
+fn ed25519_verifies(public: &str, id: &str, ts: &str, body: &[u8], signature: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(public.strip_prefix("whpk_").unwrap()).unwrap();
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+    let msg = [format!("{id}.{ts}.").as_bytes(), body].concat();
+    signature.split(' ').any(|s| {
+        s.strip_prefix("v1a,")
+            .and_then(|sig| b64.decode(sig).ok())
+            .is_some_and(|sig| key.verify(&msg, &sig).is_ok())
+    })
+}
+
+/// Moving an endpoint from HMAC to ed25519: the new `whsk_` key signs `v1a`, the old `whsec_`
+/// secret still signs `v1` beside it, and a receiver verifies with the public key alone (checked
+/// with ring and, independently, with the Python receiver example on OpenSSL's ed25519).
+#[tokio::test]
+async fn ed25519_keys_sign_v1a_beside_an_older_hmac_secret() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(&format!(
+        "[endpoints.signed]\nurl = \"{}\"\nsecret = \"{ED_SECRET}\"\nsecrets = [\"{SECRET}\"]\n",
+        receiver.url("/signed"),
+    ))
+    .await;
+    let resp = sidecar
+        .http
+        .post(sidecar.ingest_url("/e/signed"))
+        .body("{\"order\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let got = receiver.wait_count(1).await;
+    let r = &got[0];
+    let (wid, ts) = (
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+    );
+    let sig = r.header("webhook-signature").unwrap();
+    let entries: Vec<&str> = sig.split(' ').collect();
+    assert_eq!(entries.len(), 2, "{sig}");
+    assert!(
+        entries[0].starts_with("v1a,"),
+        "the current key first: {sig}"
+    );
+    assert!(ed25519_verifies(ED_PUBLIC, wid, ts, &r.body, sig), "{sig}");
+    assert!(!ed25519_verifies(ED_PUBLIC, wid, ts, b"{\"order\":2}", sig));
+    assert!(
+        verifies(SECRET, wid, ts, &r.body, sig),
+        "the older HMAC secret"
+    );
+    assert!(python_verifies(ED_PUBLIC, wid, ts, sig, &r.body));
+    assert!(!python_verifies(ED_PUBLIC, wid, ts, sig, b"{\"order\":2}"));
+    assert!(python_verifies(SECRET, wid, ts, sig, &r.body));
 }
 
 #[tokio::test]
