@@ -54,9 +54,9 @@ pub struct AdminState {
     /// Operator instructions to the scheduler, sent after the change is stored.
     pub control_tx: mpsc::UnboundedSender<Control>,
     pub config: Arc<AdminConfig>,
-    /// The configured endpoints' names: enabling any other name is a 404 (unless it is still
-    /// disabled from an earlier config).
-    pub endpoints: Arc<std::collections::BTreeSet<String>>,
+    /// The configured endpoints: enabling any other name is a 404 (unless it is still disabled
+    /// from an earlier config); `GET /v1/endpoints` shows them.
+    pub endpoints: Arc<std::collections::BTreeMap<String, crate::config::Endpoint>>,
     /// Held by a pause or resume from reading the stored state until the scheduler is told, so
     /// concurrent ones reach the scheduler in the order they were stored.
     pub pauses: Arc<tokio::sync::Mutex<()>>,
@@ -186,6 +186,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/hosts/{host}/resume", post(control::host_resume))
         .route("/v1/hosts/{host}/retry", post(control::host_retry))
         .route("/v1/stats", get(control::stats))
+        .route("/v1/endpoints", get(list_endpoints))
         .route("/v1/endpoints/{name}/enable", post(enable_endpoint))
         .route("/v1/health/hosts", get(host_health))
         .route("/v1/series", get(series::series))
@@ -396,7 +397,7 @@ async fn enable_endpoint(
     Segment(name): Segment,
 ) -> Result<Response, ApiError> {
     let was_disabled = s.gate.is_disabled(&name);
-    if !was_disabled && !s.endpoints.contains(&name) {
+    if !was_disabled && !s.endpoints.contains_key(&name) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -417,6 +418,27 @@ async fn enable_endpoint(
         "was_disabled": was_disabled,
     }))
     .into_response())
+}
+
+/// The configured endpoints as delivery uses them (secrets left out: a signing key shows its
+/// scheme and, for ed25519, its public key), each with whether a 410 has disabled it, and the
+/// names disabled by a 410 that the configuration no longer has.
+async fn list_endpoints(State(s): State<AdminState>) -> Response {
+    let disabled = s.gate.disabled();
+    let endpoints: Vec<serde_json::Value> = s
+        .endpoints
+        .values()
+        .map(|ep| json::endpoint(ep, disabled.contains(&ep.name)))
+        .collect();
+    let gone: Vec<&String> = disabled
+        .iter()
+        .filter(|name| !s.endpoints.contains_key(*name))
+        .collect();
+    axum::Json(serde_json::json!({
+        "endpoints": endpoints,
+        "disabled_not_configured": gone,
+    }))
+    .into_response()
 }
 
 /// Hosts whose circuit is open or half-open, or held by a Retry-After, and disabled endpoints.

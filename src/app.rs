@@ -214,7 +214,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             host_health,
             control_tx,
             config: Arc::new(config.admin.clone()),
-            endpoints: Arc::new(config.endpoints.keys().cloned().collect()),
+            endpoints: Arc::new(config.endpoints.clone()),
             pauses: Arc::default(),
         },
     };

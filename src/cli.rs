@@ -196,6 +196,12 @@ pub struct ReplayArgs {
 
 #[derive(Subcommand)]
 pub enum EndpointsCommand {
+    /// The configured endpoints: state, target, event patterns and signing (with the `whpk_`
+    /// public key of an ed25519 secret).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Re-enable an endpoint disabled by a 410; its held deliveries resume.
     Enable {
         name: String,
@@ -458,6 +464,10 @@ async fn operate(command: Command) -> Result<String, CliError> {
             };
             let p = connect(&admin)?.post(&path, json!({})).await?;
             Ok(output(&admin, &p, render::pause))
+        }
+        Command::Endpoints(EndpointsCommand::List { admin }) => {
+            let e = connect(&admin)?.get("/v1/endpoints", &[]).await?;
+            Ok(output(&admin, &e, render::endpoints))
         }
         Command::Endpoints(EndpointsCommand::Enable { name, admin }) => {
             let e = connect(&admin)?

@@ -128,6 +128,41 @@ pub fn health(hosts: &HostHealth, gate: &EndpointGate) -> serde_json::Value {
     })
 }
 
+/// A configured endpoint as `GET /v1/endpoints` shows it: its target redacted like any other,
+/// its headers by name only, and of each signing key only its scheme and (for ed25519) the
+/// public key its receiver verifies with.
+pub fn endpoint(ep: &crate::config::Endpoint, disabled: bool) -> serde_json::Value {
+    let signing: Vec<serde_json::Value> = ep
+        .signing_keys
+        .iter()
+        .map(|k| match k.public_key() {
+            Some(public) => serde_json::json!({"scheme": "v1a", "public_key": public}),
+            None => serde_json::json!({"scheme": "v1", "public_key": null}),
+        })
+        .collect();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    serde_json::json!({
+        "name": ep.name,
+        "url": crate::redact::target(ep.url.as_str()),
+        "events": ep.events,
+        "disabled": disabled,
+        "timeout_ms": ms(ep.timeout),
+        "retry": {
+            "max_attempts": ep.retry.max_attempts,
+            "initial_delay_ms": ms(ep.retry.initial_delay),
+            "max_delay_ms": ms(ep.retry.max_delay),
+            "multiplier": ep.retry.multiplier,
+            "jitter": ep.retry.jitter,
+        },
+        "headers": ep.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        "signing": signing,
+        "tls": {
+            "own_ca": !ep.tls.roots.is_empty(),
+            "client_certificate": ep.tls.identity.is_some(),
+        },
+    })
+}
+
 /// One host's health as the admin API shows it (`circuit` is closed when unknown).
 pub fn host_json(host: &str, view: Option<&HostHealthView>) -> serde_json::Value {
     let circuit = view.map_or(Circuit::default(), |v| v.circuit);

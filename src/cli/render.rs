@@ -67,6 +67,70 @@ pub fn deliveries(page: &Value) -> String {
     out
 }
 
+/// `hookrelay endpoints list`: one row per endpoint, then the public keys of its ed25519
+/// secrets (what its receiver needs), then names disabled by a 410 that are no longer
+/// configured.
+pub fn endpoints(v: &Value) -> String {
+    let list = v["endpoints"].as_array().cloned().unwrap_or_default();
+    let strings = |a: &Value| -> Vec<String> {
+        a.as_array()
+            .into_iter()
+            .flatten()
+            .map(cell)
+            .collect::<Vec<_>>()
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            let events = strings(&e["events"]);
+            let signing: Vec<String> = e["signing"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| cell(&k["scheme"]))
+                .collect();
+            vec![
+                cell(&e["name"]),
+                if e["disabled"] == Value::Bool(true) {
+                    "disabled (410)".into()
+                } else {
+                    "enabled".into()
+                },
+                if events.is_empty() {
+                    "-".into()
+                } else {
+                    events.join(",")
+                },
+                if signing.is_empty() {
+                    "-".into()
+                } else {
+                    signing.join(",")
+                },
+                cell(&e["url"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no endpoints are configured ([endpoints.NAME] in the configuration)\n".into();
+    }
+    let mut out = table(&["NAME", "STATE", "EVENTS", "SIGNING", "URL"], &rows);
+    for e in &list {
+        for k in e["signing"].as_array().into_iter().flatten() {
+            if let Some(public) = k["public_key"].as_str() {
+                out.push_str(&format!("{}: public key {public}\n", cell(&e["name"])));
+            }
+        }
+    }
+    let gone = strings(&v["disabled_not_configured"]);
+    if !gone.is_empty() {
+        out.push_str(&format!(
+            "disabled by a 410 and no longer configured: {}\n",
+            gone.join(", ")
+        ));
+    }
+    out
+}
+
 pub fn delivery(d: &Value) -> String {
     let mut out = String::new();
     for key in [

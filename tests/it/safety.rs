@@ -256,6 +256,38 @@ async fn ed25519_keys_sign_v1a_beside_an_older_hmac_secret() {
     assert!(python_verifies(ED_PUBLIC, wid, ts, sig, &r.body));
     assert!(!python_verifies(ED_PUBLIC, wid, ts, sig, b"{\"order\":2}"));
     assert!(python_verifies(SECRET, wid, ts, sig, &r.body));
+
+    // The admin API and the CLI show the public key, never a secret.
+    let (status, eps) = sidecar.get_json("/v1/endpoints").await;
+    assert_eq!(status, 200, "{eps}");
+    let signed = &eps["endpoints"][0];
+    assert_eq!(signed["name"], "signed", "{eps}");
+    assert_eq!(
+        signed["signing"],
+        serde_json::json!([
+            {"scheme": "v1a", "public_key": ED_PUBLIC},
+            {"scheme": "v1", "public_key": null}
+        ])
+    );
+    let text = eps.to_string();
+    assert!(
+        !text.contains(&ED_SECRET[5..]) && !text.contains(&SECRET[6..]),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["endpoints", "list", "--admin-url"])
+        .arg(sidecar.admin_url(""))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(
+        listing.contains(&format!("signed: public key {ED_PUBLIC}"))
+            && listing
+                .lines()
+                .any(|l| l.starts_with("signed") && l.contains("v1a,v1")),
+        "{listing}"
+    );
 }
 
 #[tokio::test]
@@ -406,6 +438,19 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
         },
     )
     .await;
+    let (_, eps) = sidecar.get_json("/v1/endpoints").await;
+    let states: Vec<(&str, bool)> = eps["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["disabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, vec![("fine", false), ("gone", true)], "{eps}");
     let second = send(&sidecar, "/e/gone/2").await;
     let d = sidecar.delivery(&first).await;
     assert_eq!(d["status"], "pending", "held, not failed: {d}");

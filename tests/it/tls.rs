@@ -194,6 +194,11 @@ async fn private_cas_and_client_certificates_are_used() {
         ca_file.display()
     ))
     .await;
+    let (_, eps) = untrusting.get_json("/v1/endpoints").await;
+    assert_eq!(
+        eps["endpoints"][0]["tls"],
+        serde_json::json!({"own_ca": true, "client_certificate": false})
+    );
     let id = send(&untrusting, &format!("/{}", plain.url("/a"))).await;
     let d = untrusting.wait_status(&id, "failed").await;
     assert_eq!(classes(&d), vec!["TLS_ERROR"; 5], "{d}");
@@ -214,6 +219,20 @@ async fn private_cas_and_client_certificates_are_used() {
         key = key_file.display(),
     );
     let sidecar = Sidecar::start(&config).await;
+    let (_, eps) = sidecar.get_json("/v1/endpoints").await;
+    let tls: Vec<_> = eps["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].clone(), e["tls"].clone()))
+        .collect();
+    assert_eq!(
+        serde_json::json!(tls),
+        serde_json::json!([
+            ["mutual", {"own_ca": false, "client_certificate": true}],
+            ["nocert", {"own_ca": false, "client_certificate": false}]
+        ])
+    );
     // A target sent by URL is checked against the CA file too.
     let id = send(&sidecar, &format!("/{}", plain.url("/a"))).await;
     sidecar.wait_status(&id, "delivered").await;

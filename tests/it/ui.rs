@@ -95,10 +95,11 @@ async fn dashboard_end_to_end() {
     let mut s = Sidecar::start(&format!(
         "{FAST_RETRY}[admin]\ntoken = \"{TOKEN}\"\n\
          [delivery]\nhost_rates = {{ \"127.0.0.1:{}\" = \"50/s\" }}\n\
-         [endpoints.later]\nurl = \"{}\"\n\
+         [endpoints.later]\nurl = \"{}\"\nsecret = \"{}\"\n\
          [endpoints.later.retry]\ninitial_delay = \"10m\"\nmax_delay = \"1h\"\n",
         b_recv.addr.port(),
-        a.url("/later")
+        a.url("/later"),
+        pages::LATER_SECRET,
     ))
     .await;
     let b = Browser::start().await;

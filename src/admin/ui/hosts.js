@@ -2,8 +2,9 @@
 // has one, whether it is paused
 // (with pause/resume for that host alone, and "retry now" once its receiver is back), and its
 // circuit state when the server reports one
-// (from the host list itself or from GET /v1/health/hosts where that exists). Endpoints that
-// the server disabled (410 Gone) are listed with a button to enable them again.
+// (from the host list itself or from GET /v1/health/hosts where that exists). Below, the
+// configured endpoints (GET /v1/endpoints): state, events, signing with the public key of an
+// ed25519 secret, and a button to enable one the server disabled (410 Gone).
 
 import { ApiError, get, post, query } from "./api.js";
 import { h, fill, when, table, confirmDialog } from "./dom.js";
@@ -14,21 +15,22 @@ const REFRESH_MS = 5000;
 export async function render(main, ctx) {
   const body = h("div", { id: "hosts" });
   fill(main, h("h1", {}, "Hosts"),
-    h("p", { class: "lead" }, "Destination hosts with pending work or a pause. Pausing a host holds its deliveries while every other host flows."),
+    h("p", { class: "lead" }, "Destination hosts with pending work or a pause, then the configured endpoints. Pausing a host holds its deliveries while every other host flows."),
     body);
   const load = async () => {
-    let list, health, pause;
+    let list, health, pause, eps;
     try {
-      [list, health, pause] = await Promise.all([
+      [list, health, pause, eps] = await Promise.all([
         get("/v1/hosts").then((r) => r.data || []),
         optional("/v1/health/hosts"),
         get("/v1/pause"),
+        optional("/v1/endpoints"),
       ]);
     } catch (err) {
       return ctx.fail(err, body, load);
     }
     if (!ctx.alive()) return;
-    draw(body, ctx, merge(list, health), health, pause, load);
+    draw(body, ctx, merge(list, health), health, pause, eps, load);
   };
   const loop = async () => {
     await load();
@@ -69,20 +71,13 @@ function merge(list, health) {
   return rows;
 }
 
-function draw(body, ctx, list, health, pause, load) {
+function draw(body, ctx, list, health, pause, eps, load) {
   const focused = document.activeElement && document.activeElement.id;
   const msg = h("div", { class: "msg", role: "status" });
   const note = pause.paused
     ? h("p", { class: "note", id: "global-pause-note" }, "Delivery is paused globally, so no host is flowing. ", h("a", { href: "#/" }, "Resume on the overview"), ".")
     : null;
-  const disabled = (health && health.disabled_endpoints) || [];
-  const endpoints = disabled.length
-    ? h("section", { class: "card", "aria-labelledby": "disabled-title" },
-      h("h2", { id: "disabled-title" }, "Disabled endpoints"),
-      h("p", { class: "muted" }, "Disabled after a 410 Gone; their deliveries wait until the endpoint is enabled again."),
-      h("ul", {}, disabled.map((name) => h("li", {}, h("code", {}, name), " ",
-        h("button", { type: "button", id: `enable-${slug(name)}`, onclick: () => enable(name, ctx, msg, load) }, "Enable")))))
-    : null;
+  const endpoints = endpointsCard(eps, health, ctx, msg, load);
   if (!list.length) {
     fill(body, note, msg, h("div", { class: "empty", id: "no-hosts" }, h("p", {}, "No host has pending work, and none is paused.")), endpoints);
     return;
@@ -118,6 +113,41 @@ function draw(body, ctx, list, health, pause, load) {
             : null));
     }), "Destination hosts"), endpoints);
   if (focused && body.querySelector(`#${CSS.escape(focused)}`)) document.getElementById(focused).focus();
+}
+
+// The configured endpoints, or (from a server without GET /v1/endpoints) only the disabled
+// ones; names a 410 disabled that are no longer configured, with their Enable button too.
+function endpointsCard(eps, health, ctx, msg, load) {
+  const enableButton = (name) =>
+    h("button", { type: "button", id: `enable-${slug(name)}`, onclick: () => enable(name, ctx, msg, load) }, "Enable");
+  const configured = eps ? eps.endpoints || [] : [];
+  const orphans = eps ? eps.disabled_not_configured || [] : (health && health.disabled_endpoints) || [];
+  if (!configured.length && !orphans.length) return null;
+  const signing = (keys) => keys.length
+    ? keys.map((k) => h("div", {}, h("span", { class: "badge" }, k.scheme),
+      k.public_key ? [" ", h("code", { class: "pubkey", title: "public key for the receiver" }, k.public_key)] : null))
+    : h("span", { class: "muted" }, "unsigned");
+  return h("section", { class: "card", id: "endpoints", "aria-labelledby": "endpoints-title" },
+    h("h2", { id: "endpoints-title" }, "Endpoints"),
+    configured.length
+      ? table(["Name", "State", "Events", "Signing", "URL", h("span", { class: "sr-only" }, "Actions")],
+        configured.map((e) => h("tr", { "data-endpoint": e.name },
+          h("th", { scope: "row", class: "mono" },
+            h("a", { href: `#/deliveries${query({ endpoint: e.name })}` }, e.name)),
+          h("td", {}, e.disabled ? h("span", { class: "badge s-failed" }, "disabled (410)") : "enabled"),
+          h("td", { class: "mono" }, (e.events || []).join(", ") || h("span", { class: "muted" }, "—")),
+          h("td", {}, signing(e.signing || [])),
+          h("td", { class: "mono" }, e.url),
+          h("td", {}, e.disabled ? enableButton(e.name) : null))),
+        "Configured endpoints")
+      : null,
+    configured.some((e) => e.disabled)
+      ? h("p", { class: "muted" }, "A disabled endpoint answered 410 Gone; its deliveries wait until it is enabled again.")
+      : null,
+    orphans.length
+      ? [h("p", { class: "muted" }, eps ? "Disabled after a 410 Gone and no longer configured:" : "Disabled after a 410 Gone; their deliveries wait until the endpoint is enabled again."),
+        h("ul", {}, orphans.map((name) => h("li", {}, h("code", {}, name), " ", enableButton(name))))]
+      : null);
 }
 
 // The circuit state as a word, whatever shape the server gives it in ("open", {state: "open"}).

@@ -33,6 +33,11 @@ pub(super) async fn overview(b: &Browser, s: &Sidecar) {
     b.shot("overview").await;
 }
 
+/// The `later` endpoint's ed25519 secret (RFC 8032's first key) and the public key the hosts
+/// page shows for it.
+pub(super) const LATER_SECRET: &str = "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+const LATER_PUBLIC: &str = "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
 pub(super) async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver) {
     // Keyboard only: Tab to the pause button, Enter, type the reason, Enter.
     b.tab_to("#pause").await;
@@ -63,6 +68,11 @@ pub(super) async fn pause_and_hosts(b: &Browser, s: &Sidecar, b_recv: &Receiver)
     let row = format!("tr[data-host=\"{host}\"]");
     b.wait_text(&row, "1").await;
     b.wait_text(&row, "50/s").await;
+    // The configured endpoints below the hosts, with the public key of `later`'s ed25519 secret.
+    let later = "#endpoints tr[data-endpoint=\"later\"]";
+    b.wait_text(later, LATER_PUBLIC).await;
+    b.wait_text(later, "enabled").await;
+    b.wait_text(later, "v1a").await;
     let slug = host.replace(['.', ':'], "-");
     b.click(&format!("#pause-{slug}")).await;
     b.confirm(Some("receiver B maintenance")).await;
