@@ -351,8 +351,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Alive unless the store can take no write again before a restart (see
+/// `WriterHandle::latched`): then a liveness probe's restart is the way back.
+async fn healthz(State(s): State<AdminState>) -> Response {
+    if s.writer.latched() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_latched",
+            "the store refuses every write since one failed; restart hookrelay to reopen it",
+        )
+        .into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 /// Ready while the store takes writes and no drain has begun.

@@ -187,6 +187,32 @@ impl Store {
                 }
                 e => open_err(e.to_string()),
             })?;
+        Self::init(db, path, &open_err)
+    }
+
+    /// A store on `backend` instead of a file (`dir` only names it): for a test to fail the
+    /// storage under redb.
+    #[cfg(test)]
+    pub(crate) fn open_with_backend(
+        dir: &Path,
+        backend: impl redb::StorageBackend,
+    ) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_err(e.to_string()))?;
+        Self::init(db, dir.join("hookrelay.redb"), &open_err)
+    }
+
+    /// Makes sure every table exists and the layout is this version's (upgrading older ones).
+    fn init(
+        db: Database,
+        path: std::path::PathBuf,
+        open_err: &dyn Fn(String) -> StoreError,
+    ) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(DELIVERIES)?;

@@ -22,7 +22,7 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::idem::{Change, IdemIndex};
-use super::space::{free_space, has_room};
+use super::space::{Room, free_space, growth, has_room};
 use super::*;
 use crate::clock;
 use crate::metrics::Metrics;
@@ -45,6 +45,18 @@ const COUNT_LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 /// What a delivery's index rows (`due`, `by_status`) or a claim take beyond its record and
 /// body, for [`Writer::grew`]'s estimate.
 const INDEX_ROWS_BYTES: u64 = 64;
+
+/// What an ingest adds to the store: its records, bodies, hosts and index rows.
+fn ingest_bytes(w: &IngestWrite) -> u64 {
+    let mut bytes = 0;
+    for d in &w.deliveries {
+        bytes += (d.record.len() + d.payload.len() + d.host.len()) as u64 + INDEX_ROWS_BYTES;
+    }
+    if w.idem.is_some() {
+        bytes += INDEX_ROWS_BYTES;
+    }
+    bytes
+}
 
 /// An idempotency claim made by one ingest request.
 #[derive(Debug, Clone)]
@@ -166,6 +178,9 @@ pub enum WriteOp {
 pub struct WriterHandle {
     ops_tx: mpsc::Sender<WriteOp>,
     healthy: Arc<AtomicBool>,
+    /// Set once redb has refused a write because an earlier one failed: it takes no write
+    /// again until the file is reopened, which takes a restart.
+    latched: Arc<AtomicBool>,
     /// Set while `healthy` is false only because the disk was nearly full: readiness then
     /// returns as soon as space does, without waiting for a write to prove it.
     disk: Arc<DiskWatch>,
@@ -248,6 +263,7 @@ impl WriterHandle {
         let handle = WriterHandle {
             ops_tx,
             healthy: Arc::new(AtomicBool::new(true)),
+            latched: Arc::default(),
             disk: Arc::new(DiskWatch {
                 full: AtomicBool::new(false),
                 path: std::path::PathBuf::new(),
@@ -279,6 +295,13 @@ impl WriterHandle {
     /// good once the writer thread has stopped. After writes were refused for lack of disk
     /// space, true again as soon as there is room (the next write will go through), so an
     /// idle sidecar's readiness comes back by itself.
+    /// Whether the store refuses every write until hookrelay restarts (redb latched after a
+    /// failed write): liveness then fails, so an orchestrator restarts the process, and redb
+    /// repairs the file at open. Nothing acked is lost; nothing new is taken meanwhile.
+    pub fn latched(&self) -> bool {
+        self.latched.load(Ordering::Relaxed)
+    }
+
     pub fn healthy(&self) -> bool {
         if self.ops_tx.is_closed() {
             return false;
@@ -345,6 +368,7 @@ struct Writer {
     /// idempotency hash covered the method: only they may match in their legacy form.
     idem_legacy_before: u64,
     healthy: Arc<AtomicBool>,
+    latched: Arc<AtomicBool>,
     disk: Arc<DiskWatch>,
     store: Store,
     /// `store.max_bytes`; 0 turns measuring off.
@@ -354,6 +378,9 @@ struct Writer {
     live_counted_at: Option<Instant>,
     /// How free disk space is read: a seam, so a test can fill the disk without filling it.
     free_space: fn(&std::path::Path) -> Option<u64>,
+    /// The room the batch being committed may still grow into, after its ingests took theirs
+    /// (`None` when free space cannot be read); a replay takes its share when it runs.
+    room: Option<Room>,
 }
 
 /// What applying an op produced, held until the commit that makes it true.
@@ -455,6 +482,7 @@ impl Writer {
     ) -> std::io::Result<(Writer, WriterHandle)> {
         let (ops_tx, ops_rx) = mpsc::channel(MAX_BATCH * 4);
         let healthy = Arc::new(AtomicBool::new(true));
+        let latched = Arc::new(AtomicBool::new(false));
         let used_bytes = Arc::new(AtomicU64::new(0));
         let disk = Arc::new(DiskWatch {
             full: AtomicBool::new(false),
@@ -467,7 +495,13 @@ impl Writer {
             ops_rx,
             enqueued_tx,
             metrics,
-            ids: IdGen::after(store.last_id().unwrap_or(Id(0))),
+            // Not a guess on failure: ids restarted from the clock could sort before stored
+            // ones after a clock step back.
+            ids: IdGen::after(
+                store
+                    .last_id()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
             idem: store
                 .idem_index()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -476,16 +510,19 @@ impl Writer {
                 .idem_method_since()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             healthy: healthy.clone(),
+            latched: latched.clone(),
             disk: disk.clone(),
             max_bytes,
             used_bytes: used_bytes.clone(),
             measured_at: None,
             live_counted_at: None,
             free_space,
+            room: None,
         };
         let handle = WriterHandle {
             ops_tx,
             healthy,
+            latched,
             disk,
             used_bytes,
         };
@@ -560,13 +597,7 @@ impl Writer {
             match (op, outcome) {
                 // Only what was created: a duplicate or a reused key wrote nothing.
                 (WriteOp::Ingest(w, _), Outcome::Ingest(Ok(IngestResult::Created { .. }))) => {
-                    for d in &w.deliveries {
-                        bytes += (d.record.len() + d.payload.len() + d.host.len()) as u64
-                            + INDEX_ROWS_BYTES;
-                    }
-                    if w.idem.is_some() {
-                        bytes += INDEX_ROWS_BYTES;
-                    }
+                    bytes += ingest_bytes(w);
                 }
                 (WriteOp::Replay(..), _) => self.measured_at = None,
                 _ => {}
@@ -583,21 +614,45 @@ impl Writer {
         Ok(live)
     }
 
-    /// With the disk nearly full, refuses the ops that grow the store (new webhooks and replays)
-    /// before redb sees them: a write that fails inside redb latches the database until it is
-    /// reopened, while a refusal here leaves it healthy, so the sidecar recovers by itself when
-    /// space returns. Small bookkeeping writes still go through, out of the reserve that
-    /// `has_room` keeps: attempt records (the request was already sent; refusing its record
-    /// would only send it again), pauses, cancels, endpoint disabling, and prunes, which are
-    /// what gives space back. Returns whether anything was refused.
+    /// Refuses the ops that grow the store (new webhooks and replays) when the disk lacks room
+    /// for them, before redb sees them: a write that fails inside redb latches the database
+    /// until it is reopened, while a refusal here leaves it healthy, so the sidecar recovers by
+    /// itself when space returns. Each ingest takes its share of the room above the reserve
+    /// (`Room`), in order, so one batch of many large bodies cannot run the disk out inside a
+    /// commit; a replay, whose bodies only its op reads, takes its share when it runs. Below the
+    /// reserve nothing that grows the store goes through. Small bookkeeping writes still do, out
+    /// of the reserve: attempt records (the request was already sent; refusing its record would
+    /// only send it again), pauses, cancels, endpoint disabling, and prunes, which are what gives
+    /// space back. Returns whether anything was refused or the disk is below the reserve.
     fn refuse_when_disk_is_full(&mut self, batch: &mut Vec<WriteOp>) -> bool {
+        self.room = None;
         let Some(free) = (self.free_space)(self.store.path()) else {
             return false;
         };
-        if has_room(free) {
+        let mut room = Room::new(free);
+        let e = StoreError::DiskFull { free };
+        let mut refused = false;
+        let mut kept = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            let fits = match &op {
+                WriteOp::Ingest(w, _) => room.take(growth(ingest_bytes(w))),
+                WriteOp::Replay(..) => !room.is_full(),
+                _ => true,
+            };
+            if fits {
+                kept.push(op);
+            } else {
+                refused = true;
+                op.refuse(&e);
+            }
+        }
+        *batch = kept;
+        self.room = Some(room);
+        // Below the reserve the store is not ready even for a batch that grows nothing (a
+        // prune's commit is no recovery).
+        if !refused && !room.is_full() {
             return false;
         }
-        let e = StoreError::DiskFull { free };
         // Only a store that was healthy (or already refusing for lack of space) is unready
         // for that reason alone: one whose last commit failed stays unready when space returns.
         if self.healthy.load(Ordering::Relaxed) || self.disk.full.load(Ordering::Relaxed) {
@@ -606,17 +661,9 @@ impl Writer {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(
                 free_bytes = free,
-                "disk nearly full: refusing writes until space returns"
+                "disk nearly full: refusing new webhooks and replays that do not fit until space returns"
             );
         }
-        let mut kept = Vec::with_capacity(batch.len());
-        for op in batch.drain(..) {
-            match op {
-                WriteOp::Ingest(..) | WriteOp::Replay(..) => op.refuse(&e),
-                small => kept.push(small),
-            }
-        }
-        *batch = kept;
         true
     }
 
@@ -635,7 +682,11 @@ impl Writer {
         }
         let mut ops_refused = 0;
         let result = loop {
-            match self.try_commit(batch) {
+            let tried = self.try_commit(batch);
+            if let Err(Failed::Op(_, e) | Failed::Batch(e)) = &tried {
+                self.note_latched(e);
+            }
+            match tried {
                 Err(Failed::Op(i, e)) if ops_refused < MAX_OPS_REFUSED => {
                     ops_refused += 1;
                     tracing::error!(
@@ -697,6 +748,20 @@ impl Writer {
         }
     }
 
+    /// Notes a store that redb latched: it refuses every write after one failed (a full disk
+    /// that the space check did not foresee, an I/O error) until the file is reopened.
+    fn note_latched(&self, e: &StoreError) {
+        if matches!(e, StoreError::Storage(redb::Error::PreviousIo))
+            && !self.latched.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                "the store refuses every write since an earlier one failed; it is reopened only by \
+                 a restart: /healthz now fails so that an orchestrator restarts hookrelay \
+                 (nothing acked is lost; redb repairs the file at open)"
+            );
+        }
+    }
+
     /// One try at committing `batch`: every op's outcome (in order) and the new pending work,
     /// or why nothing was committed. On failure the writer's index of claims is put back.
     fn try_commit(&mut self, batch: &[WriteOp]) -> Result<(Vec<Outcome>, Vec<Enqueued>), Failed> {
@@ -708,8 +773,11 @@ impl Writer {
             txn.set_durability(Durability::Immediate)?;
             let mut delta = CountDelta::default();
             let mut hot: Option<HotTables> = None;
+            // Each try starts from the room left after the batch's ingests took theirs.
+            let mut room = self.room;
             for (i, op) in batch.iter().enumerate() {
-                let outcome = self.apply(&txn, &mut hot, op, &mut enqueued, &mut delta)?;
+                let outcome =
+                    self.apply(&txn, &mut hot, op, &mut enqueued, &mut delta, &mut room)?;
                 outcomes.push(outcome.storage_error().map_err(|e| Failed::Op(i, e))?);
             }
             drop(hot);
@@ -736,6 +804,7 @@ impl Writer {
         op: &WriteOp,
         enqueued: &mut Vec<Enqueued>,
         delta: &mut CountDelta,
+        room: &mut Option<Room>,
     ) -> Result<Outcome, Failed> {
         if !matches!(op, WriteOp::Ingest(..) | WriteOp::Attempt(..)) {
             *hot = None;
@@ -759,9 +828,14 @@ impl Writer {
                 &mut self.idem_undo,
             )),
             WriteOp::Cancel(id, _) => Outcome::Cancel(operator::cancel(txn, *id, delta)),
-            WriteOp::Replay(w, _) => {
-                Outcome::Replay(operator::replay(txn, &mut self.ids, w, enqueued, delta))
-            }
+            WriteOp::Replay(w, _) => Outcome::Replay(operator::replay(
+                txn,
+                &mut self.ids,
+                w,
+                enqueued,
+                delta,
+                room.as_mut(),
+            )),
             WriteOp::Pause { host, pause, .. } => {
                 Outcome::Unit(operator::set_pause(txn, host.as_deref(), pause.as_ref()))
             }
@@ -1322,15 +1396,16 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Not `test_disk`: the full-disk test empties that one while others run.
+        let roomy = |_: &std::path::Path| Some(u64::MAX);
+        // The writer first: it reads the tables at start (a broken one stops it there).
+        let (writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, roomy).unwrap();
         let txn = store.db().begin_write().unwrap();
         let wrong = redb::TableDefinition::<u64, u64>::new(broken);
         assert!(txn.delete_table(wrong).unwrap());
         txn.open_table(wrong).unwrap();
         txn.commit().unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        // Not `test_disk`: the full-disk test empties that one while others run.
-        let roomy = |_: &std::path::Path| Some(u64::MAX);
-        let (writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, roomy).unwrap();
         (dir, store, writer, handle, rx)
     }
 
@@ -1568,5 +1643,164 @@ mod tests {
         assert!(refused(&mut r_rx).contains("failed in the store"));
         assert_eq!(commits(&writer), before);
         assert!(handle.healthy());
+    }
+
+    fn sized_ingest(bytes: usize) -> (WriteOp, IngestRx) {
+        let (tx, rx) = oneshot::channel();
+        let mut w = one_delivery();
+        w.deliveries[0].payload = vec![7; bytes];
+        (WriteOp::Ingest(w, tx), rx)
+    }
+
+    type ReplayRx = oneshot::Receiver<Result<(Id, BatchRecord), StoreError>>;
+
+    fn replay_of(ids: &[Id]) -> (WriteOp, ReplayRx) {
+        let (tx, rx) = oneshot::channel();
+        let w = ReplayWrite {
+            requested: ids
+                .iter()
+                .map(|id| (DeliveryId(*id).to_string(), Some(*id)))
+                .collect(),
+            filter: None,
+            dry_run: false,
+            reason: None,
+        };
+        (WriteOp::Replay(w, tx), rx)
+    }
+
+    /// Free space above the reserve is handed to a batch's growing ops in turn: one batch of
+    /// large bodies cannot run the disk out inside redb's commit (which would latch the store).
+    /// An ingest that does not fit is refused and the small one after it still goes through; a
+    /// replay whose copies do not fit is refused whole, before writing anything.
+    #[test]
+    fn a_batch_grows_the_store_only_into_the_room_above_the_reserve() {
+        static FREE_ROOM: AtomicU64 = AtomicU64::new(u64::MAX);
+        fn disk(_: &std::path::Path) -> Option<u64> {
+            Some(FREE_ROOM.load(Ordering::SeqCst))
+        }
+        const MIB: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, _enqueued) = mpsc::unbounded_channel();
+        let (mut writer, _handle) = Writer::new(&store, Metrics::new(), tx, 0, disk).unwrap();
+        // Room for one 1 MiB body (which may take twice that on disk), not for two.
+        FREE_ROOM.store(
+            super::super::space::DISK_RESERVE + 3 * MIB as u64,
+            Ordering::SeqCst,
+        );
+        let (a, mut a_rx) = sized_ingest(MIB);
+        let (b, mut b_rx) = sized_ingest(MIB);
+        let (c, mut c_rx) = sized_ingest(100);
+        writer.commit_batch(&mut vec![a, b, c]);
+        let a_id = created(&mut a_rx);
+        let why = refused(&mut b_rx);
+        assert!(why.contains("disk is nearly full"), "{why}");
+        let c_id = created(&mut c_rx);
+        let (d, mut d_rx) = sized_ingest(MIB);
+        writer.commit_batch(&mut vec![d]);
+        let d_id = created(&mut d_rx);
+        for id in [a_id, d_id] {
+            let (tx, mut rx) = oneshot::channel();
+            writer.commit_batch(&mut vec![WriteOp::Cancel(id, tx)]);
+            assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+        }
+        let (r, mut r_rx) = replay_of(&[a_id, d_id]);
+        writer.commit_batch(&mut vec![r]);
+        match r_rx.try_recv().expect("answered") {
+            Err(StoreError::DiskFull { .. }) => {}
+            other => panic!("two 1 MiB copies fit: {other:?}"),
+        }
+        let txn = store.db().begin_read().unwrap();
+        assert_eq!(txn.open_table(PAYLOADS).unwrap().len().unwrap(), 3);
+        assert_eq!(txn.open_table(BATCHES).unwrap().len().unwrap(), 0);
+        drop(txn);
+        let (r, mut r_rx) = replay_of(&[a_id]);
+        writer.commit_batch(&mut vec![r]);
+        assert!(matches!(r_rx.try_recv(), Ok(Ok(_))), "one copy fits");
+        // With room to spare, both large ingests of one batch go through.
+        FREE_ROOM.store(u64::MAX, Ordering::SeqCst);
+        let (e, mut e_rx) = sized_ingest(MIB);
+        let (f, mut f_rx) = sized_ingest(MIB);
+        writer.commit_batch(&mut vec![e, f]);
+        assert!(created(&mut e_rx) < created(&mut f_rx));
+        assert_eq!(
+            store.counts().unwrap().get(Status::Pending),
+            4,
+            "c, a's copy, e, f"
+        );
+        assert!(c_id > a_id);
+    }
+
+    /// Storage under redb that fails its writes on demand (a disk that filled up beyond what the
+    /// space check foresaw, or an I/O error).
+    #[derive(Debug)]
+    struct FailingDisk {
+        inner: redb::backends::InMemoryBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::ErrorKind::StorageFull.into());
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    /// After a write fails inside redb, redb refuses every later one until the file is
+    /// reopened: the writer says so (`latched`, which fails liveness), instead of staying
+    /// alive and useless with only readiness off.
+    #[test]
+    fn a_store_that_redb_latched_is_reported_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = Arc::new(AtomicBool::new(false));
+        let backend = FailingDisk {
+            inner: redb::backends::InMemoryBackend::new(),
+            fail: fail.clone(),
+        };
+        let store = Store::open_with_backend(dir.path(), backend).unwrap();
+        let (tx, _enqueued) = mpsc::unbounded_channel();
+        let roomy = |_: &std::path::Path| Some(u64::MAX);
+        let (mut writer, handle) = Writer::new(&store, Metrics::new(), tx, 0, roomy).unwrap();
+        let (a, mut a_rx) = keyed_ingest(1, 1);
+        writer.commit_batch(&mut vec![a]);
+        created(&mut a_rx);
+        assert!(!handle.latched());
+
+        fail.store(true, Ordering::SeqCst);
+        let (b, mut b_rx) = keyed_ingest(2, 1);
+        writer.commit_batch(&mut vec![b]);
+        refused(&mut b_rx);
+        assert!(!handle.healthy());
+        // The disk is back, but redb is not.
+        fail.store(false, Ordering::SeqCst);
+        let (c, mut c_rx) = keyed_ingest(3, 1);
+        writer.commit_batch(&mut vec![c]);
+        let why = refused(&mut c_rx);
+        assert!(why.contains("Previous I/O error"), "{why}");
+        assert!(handle.latched(), "reported for a restart");
+        assert!(!handle.healthy());
     }
 }

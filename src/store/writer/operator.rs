@@ -15,6 +15,7 @@ use crate::clock;
 use crate::model::{
     BatchRecord, DeliveryRecord, Id, IdGen, PauseRecord, ReplayFilter, SkipReason, Status,
 };
+use crate::store::space::{Room, growth};
 use crate::store::{
     BATCHES, BY_STATUS, Counts, DELIVERIES, DUE, FINISHED, HOST_PAUSES, META, META_COUNTS,
     META_PAUSE, PAYLOADS, StoreError, decode, encode,
@@ -123,12 +124,15 @@ pub struct ReplayWrite {
 
 /// Writes the batch record and, unless it is a dry run, one new pending delivery per
 /// replayable source (fresh attempts, same request, `replay_of` and `batch_id` set).
+/// With `room` (the disk's room above the reserve left to this batch), a replay whose copies do
+/// not fit is refused whole (`DiskFull`) before anything is written.
 pub fn replay(
     txn: &WriteTransaction,
     ids: &mut IdGen,
     w: &ReplayWrite,
     enqueued: &mut Vec<Enqueued>,
     delta: &mut CountDelta,
+    room: Option<&mut Room>,
 ) -> Result<(Id, BatchRecord), StoreError> {
     let now = clock::now_ms();
     let batch_id = ids.next(now);
@@ -171,10 +175,20 @@ pub fn replay(
         // batch with nothing created (a half-created batch would be replayed again, twice
         // delivering what it had created). Each is copied only when its delivery is written,
         // one at a time.
-        for (source, _) in &sources {
-            if payloads.get(source.0)?.is_none() {
+        let mut copies = 0u64;
+        for (source, r) in &sources {
+            let Some(payload) = payloads.get(source.0)? else {
                 return Err(missing_payload(*source));
-            }
+            };
+            copies += payload.value().len() as u64
+                + encode(r).len() as u64
+                + r.host().len() as u64
+                + super::INDEX_ROWS_BYTES;
+        }
+        if let Some(room) = room
+            && !room.take(growth(copies))
+        {
+            return Err(StoreError::DiskFull { free: room.free });
         }
         for (source, r) in sources {
             let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
