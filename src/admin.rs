@@ -445,7 +445,7 @@ async fn list_endpoints(State(s): State<AdminState>) -> Response {
         .filter(|name| !s.endpoints.contains_key(*name))
         .collect();
     axum::Json(serde_json::json!({
-        "endpoints": endpoints,
+        "data": endpoints,
         "disabled_not_configured": gone,
     }))
     .into_response()

@@ -52,6 +52,28 @@ fn without_source_lines(message: &str) -> String {
         .join(": ")
 }
 
+/// What went wrong, without the value when the key holds a secret: a token or a signing key
+/// given in the wrong shape (`secrets = "whsk_..."` for a list) must not be printed to a log.
+fn kind_text(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    if !crate::cli::config_cmd::is_secret(&e.path) {
+        return e.kind.to_string();
+    }
+    match &e.kind {
+        Kind::InvalidType(_, expected) => {
+            format!("invalid type: expected {expected} (the value is not shown: it is a secret)")
+        }
+        Kind::InvalidValue(_, expected) => {
+            format!("invalid value: expected {expected} (the value is not shown: it is a secret)")
+        }
+        Kind::InvalidLength(n, expected) => format!("invalid length {n}, expected {expected}"),
+        Kind::MissingField(_) | Kind::UnknownField(..) | Kind::DuplicateField(_) => {
+            e.kind.to_string()
+        }
+        _ => "invalid value (not shown: it is a secret)".into(),
+    }
+}
+
 /// figment's errors, one per line, naming the key as the operator writes it (`retry.max_delay`;
 /// figment's own text puts its profile name in front, `default.retry.max_delay`).
 fn describe(e: &figment::Error) -> String {
@@ -60,7 +82,7 @@ fn describe(e: &figment::Error) -> String {
         .map(|e| {
             // figment quotes serde's own quoted list again: ``text` or `json`` reads better as
             // `text` or `json`.
-            let mut line = without_source_lines(&e.kind.to_string()).replace("``", "`");
+            let mut line = without_source_lines(&kind_text(&e)).replace("``", "`");
             if !e.path.is_empty() {
                 line.push_str(&format!(" for key `{}`", e.path.join(".")));
             }

@@ -127,21 +127,30 @@ pub fn target(target: &str) -> Cow<'_, str> {
     }
 }
 
-/// Whether `target` could have a path segment to hide: a cheap test before any parse.
+/// Whether `target` could have a path segment to hide: a cheap test before any parse, without
+/// allocating (it runs for every row of a listing). Backslashes count as slashes, as the URL
+/// parser reads them in an http(s) path.
 fn may_hide_path(target: &str) -> bool {
-    let lower = target.to_ascii_lowercase();
-    if ["slack.com", "discord", "webhook.office.com", "zapier.com"]
+    let contains = |needle: &str| {
+        target
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if ["slack.com", "discord", "office.com", "zapier.com"]
         .iter()
-        .any(|host| lower.contains(host))
+        .any(|host| contains(host))
     {
         return true;
     }
     let mut after_name = false;
-    for segment in lower.split('/') {
+    for segment in target.split(['/', '\\']) {
         if after_name && !segment.is_empty() {
             return true;
         }
-        after_name = SECRET_SEGMENTS.contains(&segment);
+        after_name = SECRET_SEGMENTS
+            .iter()
+            .any(|name| segment.eq_ignore_ascii_case(name));
     }
     false
 }
@@ -149,6 +158,8 @@ fn may_hide_path(target: &str) -> bool {
 /// `path` with each segment that holds a credential as [`HIDDEN`]; `None` when none does.
 /// `host` is in lower case (as parsed).
 fn hide_path(host: &str, path: &str) -> Option<String> {
+    // `hooks.slack.com.` is the same host as `hooks.slack.com`.
+    let host = host.strip_suffix('.').unwrap_or(host);
     let segments: Vec<&str> = path.split('/').collect();
     let named = |i: usize, name: &str| {
         segments
@@ -174,8 +185,11 @@ fn hide_path(host: &str, path: &str) -> Option<String> {
                 || ((in_domain("discord.com") || in_domain("discordapp.com"))
                     && i >= 2
                     && named(i - 2, "webhooks"))
-                // Microsoft Teams connectors: .../IncomingWebhook/ID/SECRET-GUID[/...].
-                || (in_domain("webhook.office.com")
+                // Microsoft Teams connectors: .../IncomingWebhook/ID/SECRET-GUID[/...], on
+                // TENANT.webhook.office.com or, in their older form, outlook.office.com.
+                || ((in_domain("webhook.office.com")
+                    || host == "outlook.office.com"
+                    || host == "outlook.office365.com")
                     && segments[..i]
                         .iter()
                         .any(|s| s.eq_ignore_ascii_case("IncomingWebhook")))
@@ -350,6 +364,19 @@ mod tests {
             (
                 "https://u:p@h.example:8443/Token/t0k/x?api_key=k",
                 "https://***@h.example:8443/Token/***/x?api_key=***",
+            ),
+            // The parser's reading: a backslash is a slash, a host's trailing dot the same host.
+            (
+                "https://h.example/api\\key\\s3cr3t",
+                "https://h.example/api/key/***",
+            ),
+            (
+                "https://hooks.slack.com./services/T0/B0/SECRET",
+                "https://hooks.slack.com./services/T0/B0/***",
+            ),
+            (
+                "https://outlook.office.com/webhook/g1@g2/IncomingWebhook/id/g3",
+                "https://outlook.office.com/webhook/g1@g2/IncomingWebhook/***/***",
             ),
             // Look-alikes: another host, or the name at the end with nothing after it.
             (

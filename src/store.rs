@@ -79,6 +79,10 @@ pub enum StoreError {
     WriterGone,
     #[error("the disk is nearly full ({free} bytes free); writes are refused until space returns")]
     DiskFull { free: u64 },
+    #[error(
+        "no room on the disk for this write: it may take up to {needed} bytes, and of the {free} bytes free 64 MiB are kept in reserve; it is refused until the disk has room"
+    )]
+    NoRoom { needed: u64, free: u64 },
     #[error("store at {path}: {reason}")]
     Open { path: String, reason: String },
 }

@@ -71,7 +71,7 @@ pub fn deliveries(page: &Value) -> String {
 /// secrets (what its receiver needs), then names disabled by a 410 that are no longer
 /// configured.
 pub fn endpoints(v: &Value) -> String {
-    let list = v["endpoints"].as_array().cloned().unwrap_or_default();
+    let list = v["data"].as_array().cloned().unwrap_or_default();
     let strings = |a: &Value| -> Vec<String> {
         a.as_array()
             .into_iter()
@@ -110,10 +110,11 @@ pub fn endpoints(v: &Value) -> String {
             ]
         })
         .collect();
-    if rows.is_empty() {
-        return "no endpoints are configured ([endpoints.NAME] in the configuration)\n".into();
-    }
-    let mut out = table(&["NAME", "STATE", "EVENTS", "SIGNING", "URL"], &rows);
+    let mut out = if rows.is_empty() {
+        "no endpoints are configured ([endpoints.NAME] in the configuration)\n".to_string()
+    } else {
+        table(&["NAME", "STATE", "EVENTS", "SIGNING", "URL"], &rows)
+    };
     for e in &list {
         for k in e["signing"].as_array().into_iter().flatten() {
             if let Some(public) = k["public_key"].as_str() {
@@ -379,6 +380,27 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    BB\nxxx  1\ny    22\n");
+    }
+
+    #[test]
+    fn endpoints_show_public_keys_and_names_disabled_but_gone() {
+        let v = json!({"data": [
+            {"name": "orders", "disabled": true, "events": ["order.*"], "url": "https://r/",
+             "signing": [{"scheme": "v1a", "public_key": "whpk_X"}, {"scheme": "v1", "public_key": null}]}
+        ], "disabled_not_configured": ["old"]});
+        let text = endpoints(&v);
+        assert!(
+            text.contains("orders  disabled (410)  order.*  v1a,v1   https://r/"),
+            "{text}"
+        );
+        assert!(text.contains("orders: public key whpk_X\n"), "{text}");
+        assert!(text.ends_with("no longer configured: old\n"), "{text}");
+        // With none configured, a name still disabled is still said.
+        let text = endpoints(&json!({"data": [], "disabled_not_configured": ["old"]}));
+        assert!(
+            text.starts_with("no endpoints are configured") && text.contains(": old\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,20 +29,15 @@ pub struct DeliveryFilter {
 impl DeliveryFilter {
     /// Whether a record passes the filters that no index answers.
     pub fn matches(&self, r: &DeliveryRecord) -> bool {
-        self.status.is_none_or(|s| r.status == s)
-            // Against the target as it is shown (credentials as `***@`): a listing cannot be
-            // used to guess them, and a target copied from one matches itself.
-            && self
-                .target_prefix
-                .as_deref()
-                .is_none_or(|p| crate::redact::target(&r.target).starts_with(p))
-            && self
-                .endpoint
-                .as_deref()
-                .is_none_or(|e| r.endpoint.as_deref() == Some(e))
-            && self
-                .classification
-                .is_none_or(|c| r.last_classification == Some(c))
+        self.matcher().matches(r)
+    }
+
+    /// The filter ready to test many records: the target prefix is also redacted once here.
+    fn matcher(&self) -> Matcher<'_> {
+        Matcher {
+            filter: self,
+            redacted_prefix: self.target_prefix.as_deref().map(crate::redact::target),
+        }
     }
 
     /// The inclusive id range the time bounds and the cursor allow; `None` when it is empty.
@@ -56,6 +51,38 @@ impl DeliveryFilter {
             hi = hi.min(b.0.checked_sub(1)?);
         }
         (lo <= hi).then_some((lo, hi))
+    }
+}
+
+/// A [`DeliveryFilter`] with its target prefix also in redacted form.
+struct Matcher<'f> {
+    filter: &'f DeliveryFilter,
+    redacted_prefix: Option<std::borrow::Cow<'f, str>>,
+}
+
+impl Matcher<'_> {
+    fn matches(&self, r: &DeliveryRecord) -> bool {
+        let f = self.filter;
+        f.status.is_none_or(|s| r.status == s)
+            // Against the target as it is shown (credentials and path tokens as `***`), so a
+            // listing cannot be used to guess them: a target copied from a listing matches
+            // itself, and so does the real URL, redacted the same way (whatever it says where
+            // the shown one has `***`, it becomes `***` too).
+            && f.target_prefix.as_deref().is_none_or(|p| {
+                let shown = crate::redact::target(&r.target);
+                shown.starts_with(p)
+                    || self
+                        .redacted_prefix
+                        .as_deref()
+                        .is_some_and(|q| shown.starts_with(q))
+            })
+            && f
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| r.endpoint.as_deref() == Some(e))
+            && f
+                .classification
+                .is_none_or(|c| r.last_classification == Some(c))
     }
 }
 
@@ -99,10 +126,11 @@ impl Store {
         };
         let txn = self.db.begin_read()?;
         let deliveries = txn.open_table(DELIVERIES)?;
+        let matcher = filter.matcher();
         // Returns false when the page is complete.
         let consider = |id: u128, record: DeliveryRecord, page: &mut Page| -> bool {
             page.examined += 1;
-            if filter.matches(&record) && keep(Id(id)) {
+            if matcher.matches(&record) && keep(Id(id)) {
                 page.rows.push((Id(id), record));
             }
             if page.rows.len() >= limit || page.examined >= max_scan {
@@ -331,6 +359,51 @@ mod tests {
         ];
         for (f, want) in cases {
             assert_eq!(f.matches(&r), *want, "{f:?}");
+        }
+    }
+
+    /// A target whose token is shown as `***` is found by the real URL, by the URL as shown,
+    /// and by a prefix of either; a wrong token matches as well as the right one (the listing
+    /// is no oracle for it), and another host or path does not.
+    #[test]
+    fn a_redacted_target_is_found_by_its_real_and_its_shown_url() {
+        let slack = record(
+            "https://hooks.slack.com/services/T0/B0/S3CR3T?x=1",
+            Status::Failed,
+        );
+        let token = record("http://127.0.0.1:9/api/token/refresh", Status::Failed);
+        let by = |p: &str| DeliveryFilter {
+            target_prefix: Some(p.into()),
+            ..Default::default()
+        };
+        for (r, p, want) in [
+            (
+                &slack,
+                "https://hooks.slack.com/services/T0/B0/S3CR3T?x=1",
+                true,
+            ),
+            (
+                &slack,
+                "https://hooks.slack.com/services/T0/B0/***?x=1",
+                true,
+            ),
+            (
+                &slack,
+                "https://hooks.slack.com/services/T0/B0/WRONG?x=1",
+                true,
+            ),
+            (&slack, "https://hooks.slack.com/services/T0/", true),
+            (&slack, "https://hooks.slack.com/services/T1/", false),
+            (
+                &slack,
+                "https://hooks.slack.com/services/T0/B1/S3CR3T",
+                false,
+            ),
+            (&token, "http://127.0.0.1:9/api/token/refresh", true),
+            (&token, "http://127.0.0.1:9/api/token/", true),
+            (&token, "http://127.0.0.1:9/api/other/refresh", false),
+        ] {
+            assert_eq!(by(p).matches(r), want, "{p} for {}", r.target);
         }
     }
 

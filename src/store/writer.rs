@@ -42,8 +42,10 @@ const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Counting live bytes walks every B-tree on the writer thread, so it runs this rarely at most
 /// (and only while the file is over `store.max_bytes`); in between the last count stands.
 const COUNT_LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// At most one log line this often for writes refused because they did not fit on the disk.
+const NO_ROOM_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// What a delivery's index rows (`due`, `by_status`) or a claim take beyond its record and
-/// body, for [`Writer::grew`]'s estimate.
+/// body, for [`Writer::grew`]'s and the disk room's estimates.
 const INDEX_ROWS_BYTES: u64 = 64;
 
 /// What an ingest adds to the store: its records, bodies, hosts and index rows.
@@ -291,10 +293,6 @@ impl WriterHandle {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
-    /// False after a failed commit (true again after the next successful one), and false for
-    /// good once the writer thread has stopped. After writes were refused for lack of disk
-    /// space, true again as soon as there is room (the next write will go through), so an
-    /// idle sidecar's readiness comes back by itself.
     /// Whether the store refuses every write until hookrelay restarts (redb latched after a
     /// failed write): liveness then fails, so an orchestrator restarts the process, and redb
     /// repairs the file at open. Nothing acked is lost; nothing new is taken meanwhile.
@@ -302,6 +300,10 @@ impl WriterHandle {
         self.latched.load(Ordering::Relaxed)
     }
 
+    /// False after a failed commit (true again after the next successful one), and false for
+    /// good once the writer thread has stopped. After writes were refused for lack of disk
+    /// space, true again as soon as there is room (the next write will go through), so an
+    /// idle sidecar's readiness comes back by itself.
     pub fn healthy(&self) -> bool {
         if self.ops_tx.is_closed() {
             return false;
@@ -381,6 +383,8 @@ struct Writer {
     /// The room the batch being committed may still grow into, after its ingests took theirs
     /// (`None` when free space cannot be read); a replay takes its share when it runs.
     room: Option<Room>,
+    /// When a write that did not fit was last logged.
+    no_room_logged: Option<Instant>,
 }
 
 /// What applying an op produced, held until the commit that makes it true.
@@ -518,6 +522,7 @@ impl Writer {
             live_counted_at: None,
             free_space,
             room: None,
+            no_room_logged: None,
         };
         let handle = WriterHandle {
             ops_tx,
@@ -615,7 +620,8 @@ impl Writer {
     }
 
     /// Refuses the ops that grow the store (new webhooks and replays) when the disk lacks room
-    /// for them, before redb sees them: a write that fails inside redb latches the database
+    /// for them (`DiskFull` below the reserve, `NoRoom` for one that does not fit above it),
+    /// before redb sees them: a write that fails inside redb latches the database
     /// until it is reopened, while a refusal here leaves it healthy, so the sidecar recovers by
     /// itself when space returns. Each ingest takes its share of the room above the reserve
     /// (`Room`), in order, so one batch of many large bodies cannot run the disk out inside a
@@ -623,34 +629,49 @@ impl Writer {
     /// reserve nothing that grows the store goes through. Small bookkeeping writes still do, out
     /// of the reserve: attempt records (the request was already sent; refusing its record would
     /// only send it again), pauses, cancels, endpoint disabling, and prunes, which are what gives
-    /// space back. Returns whether anything was refused or the disk is below the reserve.
+    /// space back. Returns whether the disk is below the reserve (the store is then unready).
     fn refuse_when_disk_is_full(&mut self, batch: &mut Vec<WriteOp>) -> bool {
         self.room = None;
         let Some(free) = (self.free_space)(self.store.path()) else {
             return false;
         };
         let mut room = Room::new(free);
-        let e = StoreError::DiskFull { free };
-        let mut refused = false;
+        let full = room.is_full();
+        let mut no_room = 0usize;
         let mut kept = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
-            let fits = match &op {
-                WriteOp::Ingest(w, _) => room.take(growth(ingest_bytes(w))),
-                WriteOp::Replay(..) => !room.is_full(),
-                _ => true,
+            let needed = match &op {
+                WriteOp::Ingest(w, _) => Some(growth(ingest_bytes(w))),
+                WriteOp::Replay(..) => Some(0),
+                _ => None,
             };
-            if fits {
-                kept.push(op);
-            } else {
-                refused = true;
-                op.refuse(&e);
+            match needed {
+                Some(_) if full => op.refuse(&StoreError::DiskFull { free }),
+                Some(needed) if !room.take(needed) => {
+                    no_room += 1;
+                    op.refuse(&StoreError::NoRoom { needed, free });
+                }
+                _ => kept.push(op),
             }
         }
         *batch = kept;
         self.room = Some(room);
-        // Below the reserve the store is not ready even for a batch that grows nothing (a
-        // prune's commit is no recovery).
-        if !refused && !room.is_full() {
+        if no_room > 0
+            && self
+                .no_room_logged
+                .is_none_or(|t| t.elapsed() >= NO_ROOM_LOG_EVERY)
+        {
+            self.no_room_logged = Some(Instant::now());
+            tracing::warn!(
+                refused = no_room,
+                free_bytes = free,
+                "writes that do not fit in the free disk space above the reserve are refused (at most one such line a minute)"
+            );
+        }
+        // Below the reserve the store is not ready, even for a batch that grows nothing (a
+        // prune's commit is no recovery). Above it the store is: what did not fit was refused
+        // alone, and the rest goes through.
+        if !full {
             return false;
         }
         // Only a store that was healthy (or already refusing for lack of space) is unready
@@ -661,7 +682,7 @@ impl Writer {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(
                 free_bytes = free,
-                "disk nearly full: refusing new webhooks and replays that do not fit until space returns"
+                "disk nearly full: refusing new webhooks and replays until space returns"
             );
         }
         true
@@ -1694,7 +1715,11 @@ mod tests {
         writer.commit_batch(&mut vec![a, b, c]);
         let a_id = created(&mut a_rx);
         let why = refused(&mut b_rx);
-        assert!(why.contains("disk is nearly full"), "{why}");
+        assert!(why.contains("no room on the disk for this write"), "{why}");
+        assert!(
+            writer.healthy.load(Ordering::Relaxed),
+            "the store is ready: the rest fits"
+        );
         let c_id = created(&mut c_rx);
         let (d, mut d_rx) = sized_ingest(MIB);
         writer.commit_batch(&mut vec![d]);
@@ -1707,7 +1732,7 @@ mod tests {
         let (r, mut r_rx) = replay_of(&[a_id, d_id]);
         writer.commit_batch(&mut vec![r]);
         match r_rx.try_recv().expect("answered") {
-            Err(StoreError::DiskFull { .. }) => {}
+            Err(StoreError::NoRoom { needed, .. }) if needed > 4 * MIB as u64 => {}
             other => panic!("two 1 MiB copies fit: {other:?}"),
         }
         let txn = store.db().begin_read().unwrap();

@@ -214,6 +214,31 @@ fn new_secrets_and_their_public_keys() {
         !err.contains(&current_public),
         "the key itself is not repeated: {err}"
     );
+
+    // A secret in the wrong shape (one string where a list belongs, in a file or the
+    // environment) is named by its key, and its value is not printed.
+    let shape = write(
+        dir.path(),
+        "shape.toml",
+        &format!(
+            "[endpoints.orders]\nurl = \"https://a.example/\"\nsecret = \"{hmac}\"\nsecrets = \"{older}\"\n"
+        ),
+    );
+    for out in [
+        hookrelay(&["config", "check", "--config", &shape], &[]),
+        hookrelay(
+            &["serve"],
+            &[
+                ("HOOKRELAY_ENDPOINTS__ORDERS__URL", "https://a.example/"),
+                ("HOOKRELAY_ENDPOINTS__ORDERS__SECRETS", &older),
+            ],
+        ),
+    ] {
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(err.contains("endpoints.orders.secrets"), "{err}");
+        assert!(!err.contains(&older[5..]), "the secret is printed: {err}");
+    }
 }
 
 #[test]

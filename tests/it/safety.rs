@@ -260,7 +260,7 @@ async fn ed25519_keys_sign_v1a_beside_an_older_hmac_secret() {
     // The admin API and the CLI show the public key, never a secret.
     let (status, eps) = sidecar.get_json("/v1/endpoints").await;
     assert_eq!(status, 200, "{eps}");
-    let signed = &eps["endpoints"][0];
+    let signed = &eps["data"][0];
     assert_eq!(signed["name"], "signed", "{eps}");
     assert_eq!(
         signed["signing"],
@@ -439,7 +439,7 @@ async fn gone_disables_a_named_endpoint_until_it_is_enabled_even_across_restarts
     )
     .await;
     let (_, eps) = sidecar.get_json("/v1/endpoints").await;
-    let states: Vec<(&str, bool)> = eps["endpoints"]
+    let states: Vec<(&str, bool)> = eps["data"]
         .as_array()
         .unwrap()
         .iter()

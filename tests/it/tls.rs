@@ -196,7 +196,7 @@ async fn private_cas_and_client_certificates_are_used() {
     .await;
     let (_, eps) = untrusting.get_json("/v1/endpoints").await;
     assert_eq!(
-        eps["endpoints"][0]["tls"],
+        eps["data"][0]["tls"],
         serde_json::json!({"own_ca": true, "client_certificate": false})
     );
     let id = send(&untrusting, &format!("/{}", plain.url("/a"))).await;
@@ -220,7 +220,7 @@ async fn private_cas_and_client_certificates_are_used() {
     );
     let sidecar = Sidecar::start(&config).await;
     let (_, eps) = sidecar.get_json("/v1/endpoints").await;
-    let tls: Vec<_> = eps["endpoints"]
+    let tls: Vec<_> = eps["data"]
         .as_array()
         .unwrap()
         .iter()

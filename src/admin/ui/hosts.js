@@ -120,7 +120,7 @@ function draw(body, ctx, list, health, pause, eps, load) {
 function endpointsCard(eps, health, ctx, msg, load) {
   const enableButton = (name) =>
     h("button", { type: "button", id: `enable-${slug(name)}`, onclick: () => enable(name, ctx, msg, load) }, "Enable");
-  const configured = eps ? eps.endpoints || [] : [];
+  const configured = eps ? eps.data || [] : [];
   const orphans = eps ? eps.disabled_not_configured || [] : (health && health.disabled_endpoints) || [];
   if (!configured.length && !orphans.length) return null;
   const signing = (keys) => keys.length

@@ -125,7 +125,7 @@ pub struct ReplayWrite {
 /// Writes the batch record and, unless it is a dry run, one new pending delivery per
 /// replayable source (fresh attempts, same request, `replay_of` and `batch_id` set).
 /// With `room` (the disk's room above the reserve left to this batch), a replay whose copies do
-/// not fit is refused whole (`DiskFull`) before anything is written.
+/// not fit is refused whole (`NoRoom`) before anything is written.
 pub fn replay(
     txn: &WriteTransaction,
     ids: &mut IdGen,
@@ -188,7 +188,10 @@ pub fn replay(
         if let Some(room) = room
             && !room.take(growth(copies))
         {
-            return Err(StoreError::DiskFull { free: room.free });
+            return Err(StoreError::NoRoom {
+                needed: growth(copies),
+                free: room.free,
+            });
         }
         for (source, r) in sources {
             let Some(payload) = payloads.get(source.0)?.map(|v| v.value().to_vec()) else {
