@@ -637,6 +637,17 @@ impl Writer {
         };
         let mut room = Room::new(free);
         let full = room.is_full();
+        // The common case, without rebuilding the batch: everything fits.
+        let mut probe = room;
+        if !full
+            && batch.iter().all(|op| match op {
+                WriteOp::Ingest(w, _) => probe.take(growth(ingest_bytes(w))),
+                _ => true,
+            })
+        {
+            self.room = Some(probe);
+            return false;
+        }
         let mut no_room = 0usize;
         let mut kept = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
