@@ -30,11 +30,114 @@ use crate::store::writer::Enqueued;
 
 type Host = Arc<str>;
 
+/// A host's pending deliveries, (next_attempt_at, id) earliest first, in two sets: new ones
+/// (never attempted yet) and retries. When both have work due they take turns, so a run of
+/// failing retries (a broken path, a payload the receiver refuses), due together ahead of
+/// everything newer, neither holds back new webhooks to the host nor trips its breaker by
+/// failing back to back.
+#[derive(Debug, Default)]
+struct Pending {
+    fresh: BTreeSet<(u64, Id)>,
+    retries: BTreeSet<(u64, Id)>,
+    /// Whose turn it is when both have work due.
+    retry_turn: bool,
+}
+
+impl Pending {
+    /// New while it is due no later than it was created (its id's time): a retry is due
+    /// after an attempt.
+    fn set_for(&mut self, next_at: u64, id: Id) -> &mut BTreeSet<(u64, Id)> {
+        if next_at <= id.ms() {
+            &mut self.fresh
+        } else {
+            &mut self.retries
+        }
+    }
+
+    fn insert(&mut self, entry: (u64, Id)) -> bool {
+        self.set_for(entry.0, entry.1).insert(entry)
+    }
+
+    fn remove(&mut self, entry: &(u64, Id)) -> bool {
+        self.fresh.remove(entry) || self.retries.remove(entry)
+    }
+
+    /// The earliest due of either set.
+    fn first(&self) -> Option<(u64, Id)> {
+        match (self.fresh.first(), self.retries.first()) {
+            (Some(f), Some(r)) => Some(*f.min(r)),
+            (f, r) => f.or(r).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fresh.len() + self.retries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.fresh.is_empty() && self.retries.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, Id)> {
+        self.fresh.iter().chain(self.retries.iter())
+    }
+
+    /// The entries due after `now`.
+    fn due_after(&self, now: u64) -> Vec<(u64, Id)> {
+        let from = (now.saturating_add(1), Id(0));
+        self.fresh
+            .range(from..)
+            .chain(self.retries.range(from..))
+            .copied()
+            .collect()
+    }
+
+    /// The next delivery to attempt at `now`: the earliest due, new ones and retries taking
+    /// turns while both have work due.
+    fn pop(&mut self, now: u64) -> Option<(u64, Id)> {
+        let due = |set: &BTreeSet<(u64, Id)>| set.first().is_some_and(|(at, _)| *at <= now);
+        let retry = match (due(&self.fresh), due(&self.retries)) {
+            (true, true) => {
+                self.retry_turn = !self.retry_turn;
+                !self.retry_turn
+            }
+            (false, true) => true,
+            (true, false) => false,
+            // Nothing due (the caller asks only when something is): the earliest.
+            (false, false) => {
+                let first = self.first()?;
+                self.remove(&first);
+                return Some(first);
+            }
+        };
+        if retry {
+            self.retries.pop_first()
+        } else {
+            self.fresh.pop_first()
+        }
+    }
+
+    /// The newest delivery due at `now` (the largest id): what an open circuit's probe sends.
+    /// Retries that keep failing for reasons of their own (a broken path, a refused payload)
+    /// are due first and say less about the host than its newest traffic; a probe that chose
+    /// them would keep the circuit open while the host serves everything else.
+    fn pop_newest_due(&mut self, now: u64) -> Option<(u64, Id)> {
+        let upto = (now, Id(u128::MAX));
+        let newest = self
+            .fresh
+            .range(..=upto)
+            .chain(self.retries.range(..=upto))
+            .max_by_key(|(_, id)| *id)
+            .copied()?;
+        self.remove(&newest);
+        Some(newest)
+    }
+}
+
 /// One destination host's pending work.
 #[derive(Debug, Default)]
 struct HostQueue {
-    /// (next_attempt_at, id): earliest first, then oldest first.
-    pending: BTreeSet<(u64, Id)>,
+    pending: Pending,
     /// Attempts whose request the host is serving: what the per-host limit bounds.
     in_flight: usize,
     /// Attempts the host has answered that wait for their record to be committed. They hold
@@ -163,11 +266,7 @@ impl Queue {
     ) -> Option<(usize, usize, HostHealthView)> {
         let key = self.host_key(host);
         let hq = self.hosts.get_mut(&key)?;
-        let later: Vec<(u64, Id)> = hq
-            .pending
-            .range((now.saturating_add(1), Id(0))..)
-            .copied()
-            .collect();
+        let later = hq.pending.due_after(now);
         for entry in &later {
             hq.pending.remove(entry);
             hq.pending.insert((now, entry.1));
@@ -232,7 +331,7 @@ impl Queue {
                 // In progress as the store shows it: answered attempts still being recorded too.
                 in_flight: hq.in_flight + hq.recording,
                 paused: self.paused_hosts.contains(h),
-                next_at: hq.pending.first().map(|(at, _)| *at),
+                next_at: hq.pending.first().map(|(at, _)| at),
                 circuit: hq.circuit,
                 retry_after_until: (hq.not_before > now).then_some(hq.not_before),
                 rate_limit: hq.rate,
@@ -355,7 +454,13 @@ impl Queue {
             return None;
         }
         let hq = self.hosts.get_mut(&host)?;
-        let (_, id) = hq.pending.pop_first()?;
+        // The first start after an open circuit's probe time is its probe.
+        let probe = matches!(hq.circuit, Circuit::Open { probe_at } if now >= probe_at);
+        let (_, id) = if probe {
+            hq.pending.pop_newest_due(now)?
+        } else {
+            hq.pending.pop(now)?
+        };
         hq.in_flight += 1;
         hq.last_start = now;
         self.starts += 1;
@@ -477,7 +582,7 @@ impl Queue {
             // Never later than `now` for work that is due (`last_start` is in the past), so
             // only the order of the hosts that may start changes: the ones that started
             // least recently first.
-            let at = (*at)
+            let at = at
                 .max(hq.not_before)
                 .max(gate.unwrap_or(0))
                 .max(pace)
@@ -1303,6 +1408,63 @@ mod tests {
         q.release("slow:80", HostReport::NEUTRAL, 0);
         q.finish("slow:80", hosts[0].0, None);
         assert_eq!(q.pop_due(10).map(|x| x.0), Some(Id(2)));
+    }
+
+    /// Retries due together ahead of newer work take turns with the host's new deliveries
+    /// instead of all going first; with only retries due, they go in due order.
+    #[test]
+    fn new_deliveries_and_retries_take_turns() {
+        let id = |ms: u64| Id::from_parts(ms, 0);
+        let mut q = Queue::new(1);
+        // Five retries (created at 1..=5, due at 100..=104), three new (due when created).
+        for i in 0..5 {
+            q.push("h:80", 100 + i, id(1 + i));
+        }
+        for i in 0..3 {
+            q.push("h:80", 200 + i, id(200 + i));
+        }
+        let mut order = Vec::new();
+        for _ in 0..8 {
+            let (started, _) = q.pop_due(1_000).unwrap();
+            order.push(started.ms());
+            q.release("h:80", HostReport::NEUTRAL, 1_000);
+            q.finish("h:80", started, None);
+        }
+        assert_eq!(order, [200, 1, 201, 2, 202, 3, 4, 5]);
+        // What is not due yet waits, whichever set it is in.
+        q.push("h:80", 2_000, id(2));
+        q.push("h:80", 3_000, id(3_000));
+        assert_eq!(q.pop_due(1_999), None);
+        assert_eq!(q.pop_due(2_000).map(|x| x.0), Some(id(2)));
+    }
+
+    /// An open circuit's probe is the newest delivery due, not the retry due first: retries
+    /// that keep failing for reasons of their own would keep the circuit open for good.
+    #[test]
+    fn an_open_circuits_probe_is_the_newest_due_delivery() {
+        let id = |ms: u64| Id::from_parts(ms, 0);
+        let mut q = Queue::new(8).with_breaker(BreakerPolicy {
+            threshold: 3,
+            probe_interval_ms: 1_000,
+        });
+        for i in 0..3 {
+            q.push("h:80", 100 + i, id(1 + i));
+        }
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            ..SENT
+        };
+        for _ in 0..3 {
+            let (started, _) = q.pop_due(500).unwrap();
+            q.release("h:80", failed, 500);
+            q.finish("h:80", started, Some(600));
+        }
+        assert!(q.hosts(500)[0].circuit.is_open());
+        q.push("h:80", 700, id(700));
+        q.push("h:80", 800, id(800));
+        assert_eq!(q.pop_due(1_499), None, "open until its probe time");
+        assert_eq!(q.pop_due(1_500).map(|x| x.0), Some(id(800)));
+        assert_eq!(q.pop_due(1_500), None, "one probe at a time");
     }
 
     #[test]

@@ -290,6 +290,82 @@ async fn ed25519_keys_sign_v1a_beside_an_older_hmac_secret() {
     );
 }
 
+/// A host whose one path fails: once its circuit has opened, the probe is the newest
+/// delivery due (here a healthy one) rather than the failing retries due first, and once it
+/// closes, new webhooks take turns with those retries instead of queueing behind them. Found
+/// by a soak test, where the probes kept choosing such retries and the host's healthy traffic
+/// waited for good.
+#[tokio::test]
+async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
+    let receiver = Receiver::start(Arc::new(|r, _| {
+        if r.target.starts_with("/bad") {
+            Reply::Status(500)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let sidecar = Sidecar::start(
+        "[retry]\ninitial_delay = \"100ms\"\nmultiplier = 1.0\nmax_delay = \"100ms\"\n\
+         max_attempts = 1000\njitter = 0.0\n\
+         [health]\nfailure_threshold = 5\nprobe_interval = \"2s\"\n",
+    )
+    .await;
+    let send = |path: String| {
+        let sidecar = &sidecar;
+        let url = receiver.url(&path);
+        async move {
+            let (status, v) = sidecar.send(&url, "{}", None).await;
+            assert_eq!(status, 202, "{v}");
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let mut bad = Vec::new();
+    for i in 0..8 {
+        bad.push(send(format!("/bad/{i}")).await);
+    }
+    // Everything to the host fails: its circuit opens after five failures.
+    wait_for("the circuit to open", || async {
+        let (_, h) = sidecar.get_json("/v1/health/hosts").await;
+        (h["hosts"][0]["circuit"] == "open").then_some(())
+    })
+    .await;
+    // The failing retries are all due (held by the circuit) before any new webhook arrives, so
+    // a probe that took the delivery due first would always send one of them.
+    wait_for("every failing retry to be due", || async {
+        let now = std::time::SystemTime::now();
+        let mut due = true;
+        for id in &bad {
+            let d = sidecar.delivery(id).await;
+            let at = d["next_attempt_at"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let at =
+                time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339);
+            due &= at.is_ok_and(|t| std::time::SystemTime::from(t) < now);
+        }
+        due.then_some(())
+    })
+    .await;
+    let mut good = Vec::new();
+    for i in 0..5 {
+        good.push(send(format!("/ok/{i}")).await);
+    }
+    // Within two probe intervals: the first probe (the newest webhook) closes the circuit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for id in &good {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the host's new webhooks waited behind its failing retries"
+    );
+    for id in &bad {
+        assert_eq!(sidecar.delivery(id).await["status"], "pending");
+    }
+}
+
 #[tokio::test]
 async fn retry_after_holds_every_delivery_to_the_host() {
     let first = Arc::new(AtomicBool::new(true));
