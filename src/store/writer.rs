@@ -648,6 +648,21 @@ impl Writer {
             self.room = Some(probe);
             return false;
         }
+        if full {
+            // Unready before any refusal is answered: a caller told "the disk is full" then
+            // finds the store unready. Only a store that was healthy (or already refusing for
+            // lack of space) is unready for that reason alone: one whose last commit failed
+            // stays unready when space returns.
+            if self.healthy.load(Ordering::Relaxed) || self.disk.full.load(Ordering::Relaxed) {
+                self.disk.full.store(true, Ordering::Relaxed);
+            }
+            if self.healthy.swap(false, Ordering::Relaxed) {
+                tracing::error!(
+                    free_bytes = free,
+                    "disk nearly full: refusing new webhooks and replays until space returns"
+                );
+            }
+        }
         let mut no_room = 0usize;
         let mut kept = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
@@ -682,21 +697,7 @@ impl Writer {
         // Below the reserve the store is not ready, even for a batch that grows nothing (a
         // prune's commit is no recovery). Above it the store is: what did not fit was refused
         // alone, and the rest goes through.
-        if !full {
-            return false;
-        }
-        // Only a store that was healthy (or already refusing for lack of space) is unready
-        // for that reason alone: one whose last commit failed stays unready when space returns.
-        if self.healthy.load(Ordering::Relaxed) || self.disk.full.load(Ordering::Relaxed) {
-            self.disk.full.store(true, Ordering::Relaxed);
-        }
-        if self.healthy.swap(false, Ordering::Relaxed) {
-            tracing::error!(
-                free_bytes = free,
-                "disk nearly full: refusing new webhooks and replays until space returns"
-            );
-        }
-        true
+        full
     }
 
     /// Applies the batch in one `Durability::Immediate` transaction and answers every op once
