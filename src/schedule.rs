@@ -117,20 +117,23 @@ impl Pending {
         }
     }
 
-    /// The newest delivery due at `now` (the largest id): what an open circuit's probe sends.
-    /// Retries that keep failing for reasons of their own (a broken path, a refused payload)
-    /// are due first and say less about the host than its newest traffic; a probe that chose
-    /// them would keep the circuit open while the host serves everything else.
-    fn pop_newest_due(&mut self, now: u64) -> Option<(u64, Id)> {
+    /// What an open circuit's probe sends at `now`: the newest new delivery due (new ones are
+    /// due when they were created, so the last due is the newest), or, with none due, the retry
+    /// due last. Retries that keep failing for reasons of their own (a broken path, a refused
+    /// payload) are due first and say less about the host than its newest traffic; a probe
+    /// that chose them would keep the circuit open while the host serves everything else.
+    /// O(log n): probes can follow one another at once (a probe that says nothing about the
+    /// host is followed by another), so this must not scan a large backlog.
+    fn pop_probe(&mut self, now: u64) -> Option<(u64, Id)> {
         let upto = (now, Id(u128::MAX));
-        let newest = self
+        let chosen = self
             .fresh
             .range(..=upto)
-            .chain(self.retries.range(..=upto))
-            .max_by_key(|(_, id)| *id)
+            .next_back()
+            .or_else(|| self.retries.range(..=upto).next_back())
             .copied()?;
-        self.remove(&newest);
-        Some(newest)
+        self.remove(&chosen);
+        Some(chosen)
     }
 }
 
@@ -457,7 +460,7 @@ impl Queue {
         // The first start after an open circuit's probe time is its probe.
         let probe = matches!(hq.circuit, Circuit::Open { probe_at } if now >= probe_at);
         let (_, id) = if probe {
-            hq.pending.pop_newest_due(now)?
+            hq.pending.pop_probe(now)?
         } else {
             hq.pending.pop(now)?
         };
@@ -1438,8 +1441,8 @@ mod tests {
         assert_eq!(q.pop_due(2_000).map(|x| x.0), Some(id(2)));
     }
 
-    /// An open circuit's probe is the newest delivery due, not the retry due first: retries
-    /// that keep failing for reasons of their own would keep the circuit open for good.
+    /// An open circuit's probe is the newest new delivery due, not the retry due first:
+    /// retries that keep failing for reasons of their own would keep the circuit open for good.
     #[test]
     fn an_open_circuits_probe_is_the_newest_due_delivery() {
         let id = |ms: u64| Id::from_parts(ms, 0);
@@ -1462,9 +1465,26 @@ mod tests {
         assert!(q.hosts(500)[0].circuit.is_open());
         q.push("h:80", 700, id(700));
         q.push("h:80", 800, id(800));
+        q.push("h:80", 9_000, id(9_000));
         assert_eq!(q.pop_due(1_499), None, "open until its probe time");
-        assert_eq!(q.pop_due(1_500).map(|x| x.0), Some(id(800)));
+        assert_eq!(
+            q.pop_due(1_500).map(|x| x.0),
+            Some(id(800)),
+            "the newest due, not a newer one that is not due yet"
+        );
         assert_eq!(q.pop_due(1_500), None, "one probe at a time");
+        // With no new delivery due, the probe is the retry due last.
+        let mut q = Queue::new(8).with_breaker(BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 1_000,
+        });
+        q.push("h:80", 100, id(1));
+        let (started, _) = q.pop_due(100).unwrap();
+        q.release("h:80", failed, 100);
+        q.finish("h:80", started, Some(300));
+        q.push("h:80", 200, id(2));
+        q.push("h:80", 400, id(3));
+        assert_eq!(q.pop_due(1_100).map(|x| x.0), Some(id(3)));
     }
 
     #[test]

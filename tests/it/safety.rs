@@ -292,9 +292,10 @@ async fn ed25519_keys_sign_v1a_beside_an_older_hmac_secret() {
 
 /// A host whose one path fails: once its circuit has opened, the probe is the newest
 /// delivery due (here a healthy one) rather than the failing retries due first, and once it
-/// closes, new webhooks take turns with those retries instead of queueing behind them. Found
-/// by a soak test, where the probes kept choosing such retries and the host's healthy traffic
-/// waited for good.
+/// closes, new webhooks take turns with those thirty retries instead of queueing behind them
+/// (queued behind, five of them would fail back to back and reopen the circuit, and only one
+/// new webhook would go per probe interval). Found by a soak test, where the probes kept
+/// choosing such retries and the host's healthy traffic waited for good.
 #[tokio::test]
 async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
     let receiver = Receiver::start(Arc::new(|r, _| {
@@ -305,9 +306,11 @@ async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
         }
     }))
     .await;
+    // One attempt at a time to the host: the order of its starts is the order of its queue.
     let sidecar = Sidecar::start(
         "[retry]\ninitial_delay = \"100ms\"\nmultiplier = 1.0\nmax_delay = \"100ms\"\n\
          max_attempts = 1000\njitter = 0.0\n\
+         [delivery]\nper_host_concurrency = 1\n\
          [health]\nfailure_threshold = 5\nprobe_interval = \"2s\"\n",
     )
     .await;
@@ -320,11 +323,15 @@ async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
             v["id"].as_str().unwrap().to_string()
         }
     };
+    // Thirty deliveries to the failing path, each sent with one to the healthy path: taking
+    // turns with successes, every one of them is attempted (and becomes a retry) without five
+    // failing back to back.
     let mut bad = Vec::new();
-    for i in 0..8 {
+    for i in 0..30 {
         bad.push(send(format!("/bad/{i}")).await);
+        send(format!("/ok/first/{i}")).await;
     }
-    // Everything to the host fails: its circuit opens after five failures.
+    // Then only the failing retries are left: back to back, they open the circuit.
     wait_for("the circuit to open", || async {
         let (_, h) = sidecar.get_json("/v1/health/hosts").await;
         (h["hosts"][0]["circuit"] == "open").then_some(())
@@ -362,7 +369,8 @@ async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
         "the host's new webhooks waited behind its failing retries"
     );
     for id in &bad {
-        assert_eq!(sidecar.delivery(id).await["status"], "pending");
+        let d = sidecar.delivery(id).await;
+        assert_eq!(d["status"], "pending", "{d}");
     }
 }
 
