@@ -56,7 +56,7 @@ fn without_source_lines(message: &str) -> String {
 /// given in the wrong shape (`secrets = "whsk_..."` for a list) must not be printed to a log.
 fn kind_text(e: &figment::Error) -> String {
     use figment::error::Kind;
-    if !crate::cli::config_cmd::is_secret(&e.path) {
+    if !crate::redact::is_secret_key(&e.path) {
         return e.kind.to_string();
     }
     match &e.kind {

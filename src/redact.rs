@@ -74,6 +74,34 @@ pub fn is_secret(name: &str, value: &str) -> bool {
         || (has_credentials && SECRET_VALUE_SCHEMES.contains(&scheme.as_str()))
 }
 
+/// Whether the configuration value at `path` (for example `["admin", "token"]` or
+/// `["endpoints", "orders", "headers", "Authorization"]`) must not be printed: by `config show`,
+/// and in a configuration error.
+pub fn is_secret_key(path: &[String]) -> bool {
+    let named_secret = |segment: &str| {
+        let s = segment.to_ascii_lowercase();
+        ["token", "secret", "secrets", "password"]
+            .iter()
+            .any(|w| s == *w || s.ends_with(&format!("_{w}")))
+    };
+    let credential_header = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        [
+            "authorization",
+            "token",
+            "secret",
+            "api-key",
+            "apikey",
+            "cookie",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+    };
+    path.iter().enumerate().any(|(i, segment)| {
+        named_secret(segment) || (i > 0 && path[i - 1] == "headers" && credential_header(segment))
+    })
+}
+
 /// Whether a query parameter may carry a credential.
 fn is_secret_param(name: &str, value: &str) -> bool {
     is_secret(name, value) || SECRET_QUERY_NAMES.contains(&name.to_ascii_lowercase().as_str())
@@ -176,7 +204,7 @@ fn hide_path(host: &str, path: &str) -> Option<String> {
     let last = segments.iter().rposition(|s| !s.is_empty()).unwrap_or(0);
     let mut hide = vec![false; segments.len()];
     for i in 1..segments.len() {
-        let after = |name: &str| i >= 1 && named(i - 1, name);
+        let after = |name: &str| named(i - 1, name);
         hide[i] = !segments[i].is_empty()
             && (SECRET_SEGMENTS.iter().any(|name| after(name))
                 // Slack: /services/T0/B0/SECRET, /triggers/.../SECRET, /workflows/.../SECRET.

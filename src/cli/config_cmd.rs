@@ -245,7 +245,7 @@ fn shown(path: &[String], value: &Value) -> String {
         }
         _ => false,
     };
-    if secret_header || is_secret(path) {
+    if secret_header || crate::redact::is_secret_key(path) {
         return match value {
             Value::Array(_, items) => {
                 format!("[{}]", vec![toml_str(REDACTED); items.len()].join(", "))
@@ -262,33 +262,6 @@ fn shown(path: &[String], value: &Value) -> String {
     toml::Value::try_from(value)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| format!("{value:?}"))
-}
-
-/// Whether the value at `path` (for example `["admin", "token"]` or
-/// `["endpoints", "orders", "headers", "Authorization"]`) must not be printed.
-pub fn is_secret(path: &[String]) -> bool {
-    let named_secret = |segment: &str| {
-        let s = segment.to_ascii_lowercase();
-        ["token", "secret", "secrets", "password"]
-            .iter()
-            .any(|w| s == *w || s.ends_with(&format!("_{w}")))
-    };
-    let credential_header = |name: &str| {
-        let n = name.to_ascii_lowercase();
-        [
-            "authorization",
-            "token",
-            "secret",
-            "api-key",
-            "apikey",
-            "cookie",
-        ]
-        .iter()
-        .any(|w| n.contains(w))
-    };
-    path.iter().enumerate().any(|(i, segment)| {
-        named_secret(segment) || (i > 0 && path[i - 1] == "headers" && credential_header(segment))
-    })
 }
 
 fn toml_str(s: &str) -> String {
@@ -326,7 +299,7 @@ mod tests {
             ("store.path", false),
         ];
         for (p, secret) in cases {
-            assert_eq!(is_secret(&path(p)), secret, "{p}");
+            assert_eq!(crate::redact::is_secret_key(&path(p)), secret, "{p}");
         }
     }
 
