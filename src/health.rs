@@ -33,10 +33,12 @@ impl BreakerPolicy {
 pub enum Circuit {
     /// Attempts flow; `failures` consecutive failures so far.
     Closed { failures: u32 },
-    /// Attempts are held; one probe may start at `probe_at`.
-    Open { probe_at: u64 },
+    /// Attempts are held; one probe may start at `probe_at`. `failures` goes on counting the
+    /// failures in a row (the failed probes and late answers), so an operator sees how long the
+    /// host has been failing, not a reset count.
+    Open { probe_at: u64, failures: u32 },
     /// The probe is in flight; nothing else starts.
-    HalfOpen,
+    HalfOpen { failures: u32 },
 }
 
 impl Default for Circuit {
@@ -50,8 +52,8 @@ impl Circuit {
     pub fn gate(self) -> Option<u64> {
         match self {
             Circuit::Closed { .. } => Some(0),
-            Circuit::Open { probe_at } => Some(probe_at),
-            Circuit::HalfOpen => None,
+            Circuit::Open { probe_at, .. } => Some(probe_at),
+            Circuit::HalfOpen { .. } => None,
         }
     }
 
@@ -66,32 +68,51 @@ impl Circuit {
     /// An attempt starts at `now`: the first one after `probe_at` is the probe.
     pub fn on_start(self, now: u64) -> Circuit {
         match self {
-            Circuit::Open { probe_at } if now >= probe_at => Circuit::HalfOpen,
+            Circuit::Open { probe_at, failures } if now >= probe_at => {
+                Circuit::HalfOpen { failures }
+            }
             s => s,
         }
     }
 
     /// An attempt finished at `now` with `signal`.
     pub fn on_result(self, signal: HostSignal, now: u64, p: BreakerPolicy) -> Circuit {
+        let failed = self.failures().saturating_add(1);
         let reopen = Circuit::Open {
             probe_at: now.saturating_add(p.probe_interval_ms),
+            failures: failed,
         };
         match (self, signal) {
             (_, HostSignal::Healthy) => Circuit::Closed { failures: 0 },
-            (Circuit::Closed { failures }, HostSignal::Failed) => {
-                let failures = failures.saturating_add(1);
-                if failures >= p.threshold {
+            (Circuit::Closed { .. }, HostSignal::Failed) => {
+                if failed >= p.threshold {
                     reopen
                 } else {
-                    Circuit::Closed { failures }
+                    Circuit::Closed { failures: failed }
                 }
             }
-            (Circuit::HalfOpen, HostSignal::Failed) => reopen,
+            (Circuit::HalfOpen { .. }, HostSignal::Failed) => reopen,
             // A probe that says nothing about the host (a 429, our own refusal): probe again.
-            (Circuit::HalfOpen, HostSignal::Neutral) => Circuit::Open { probe_at: now },
-            // Attempts that started before the circuit opened keep it open.
-            (s @ Circuit::Open { .. }, _) => s,
+            (Circuit::HalfOpen { failures }, HostSignal::Neutral) => Circuit::Open {
+                probe_at: now,
+                failures,
+            },
+            // Attempts that started before the circuit opened keep it open (and count).
+            (Circuit::Open { probe_at, .. }, HostSignal::Failed) => Circuit::Open {
+                probe_at,
+                failures: failed,
+            },
+            (s @ Circuit::Open { .. }, HostSignal::Neutral) => s,
             (s @ Circuit::Closed { .. }, HostSignal::Neutral) => s,
+        }
+    }
+
+    /// Failed attempts in a row, whatever the state.
+    pub fn failures(self) -> u32 {
+        match self {
+            Circuit::Closed { failures }
+            | Circuit::Open { failures, .. }
+            | Circuit::HalfOpen { failures } => failures,
         }
     }
 
@@ -103,7 +124,7 @@ impl Circuit {
         match self {
             Circuit::Closed { .. } => "closed",
             Circuit::Open { .. } => "open",
-            Circuit::HalfOpen => "half_open",
+            Circuit::HalfOpen { .. } => "half_open",
         }
     }
 }
@@ -231,19 +252,21 @@ mod tests {
     #[test]
     fn breaker_table() {
         let closed = |failures| Circuit::Closed { failures };
-        let open = |probe_at| Circuit::Open { probe_at };
+        let open = |probe_at, failures| Circuit::Open { probe_at, failures };
+        let probing = |failures| Circuit::HalfOpen { failures };
         // (state, signal, now, next state)
         let cases = [
             (closed(0), Failed, 10, closed(1)),
             (closed(1), Failed, 10, closed(2)),
-            (closed(2), Failed, 10, open(110)),
+            (closed(2), Failed, 10, open(110, 3)),
             (closed(2), Healthy, 10, closed(0)),
             (closed(2), Neutral, 10, closed(2)),
-            (Circuit::HalfOpen, Failed, 500, open(600)),
-            (Circuit::HalfOpen, Healthy, 500, closed(0)),
-            (Circuit::HalfOpen, Neutral, 500, open(500)),
-            (open(600), Failed, 520, open(600)),
-            (open(600), Healthy, 520, closed(0)),
+            (probing(3), Failed, 500, open(600, 4)),
+            (probing(7), Healthy, 500, closed(0)),
+            (probing(3), Neutral, 500, open(500, 3)),
+            (open(600, 3), Failed, 520, open(600, 4)),
+            (open(600, 3), Neutral, 520, open(600, 3)),
+            (open(600, 3), Healthy, 520, closed(0)),
         ];
         for (state, signal, now, want) in cases {
             assert_eq!(
@@ -256,12 +279,15 @@ mod tests {
 
     #[test]
     fn open_circuit_lets_one_probe_through_at_its_time() {
-        let s = Circuit::Open { probe_at: 100 };
+        let s = Circuit::Open {
+            probe_at: 100,
+            failures: 5,
+        };
         assert_eq!(s.gate(), Some(100));
         assert_eq!(s.limit(8), 1);
         assert_eq!(s.on_start(99), s);
         let probing = s.on_start(100);
-        assert_eq!(probing, Circuit::HalfOpen);
+        assert_eq!(probing, Circuit::HalfOpen { failures: 5 });
         assert_eq!(probing.gate(), None);
         assert_eq!(Circuit::default().gate(), Some(0));
         assert_eq!(Circuit::default().limit(8), 8);
@@ -294,7 +320,16 @@ mod gate_tests {
             })
         };
         health.set("held:80", view(Circuit::default(), Some(100)));
-        health.set("open:80", view(Circuit::Open { probe_at: 5 }, Some(10)));
+        health.set(
+            "open:80",
+            view(
+                Circuit::Open {
+                    probe_at: 5,
+                    failures: 10,
+                },
+                Some(10),
+            ),
+        );
         health.set("passed:80", view(Circuit::default(), Some(10)));
         health.forget_passed(50);
         let kept: Vec<String> = health.snapshot().into_keys().collect();

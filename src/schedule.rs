@@ -458,7 +458,7 @@ impl Queue {
         }
         let hq = self.hosts.get_mut(&host)?;
         // The first start after an open circuit's probe time is its probe.
-        let probe = matches!(hq.circuit, Circuit::Open { probe_at } if now >= probe_at);
+        let probe = matches!(hq.circuit, Circuit::Open { probe_at, .. } if now >= probe_at);
         let (_, id) = if probe {
             hq.pending.pop_probe(now)?
         } else {
@@ -536,8 +536,8 @@ impl Queue {
             let passed = hq.not_before <= now
                 && match hq.circuit {
                     Circuit::Closed { .. } => true,
-                    Circuit::Open { probe_at } => probe_at <= now,
-                    Circuit::HalfOpen => false,
+                    Circuit::Open { probe_at, .. } => probe_at <= now,
+                    Circuit::HalfOpen { .. } => false,
                 };
             let forget = idle && passed && !paused.contains(host);
             if forget {
@@ -1817,7 +1817,13 @@ mod tests {
         q.finish(&host, b, Some(3));
         let (a, host) = q.pop_due(3).unwrap();
         q.release(&host, failed, 4);
-        assert_eq!(q.circuit("h:80"), Some(Circuit::Open { probe_at: 104 }));
+        assert_eq!(
+            q.circuit("h:80"),
+            Some(Circuit::Open {
+                probe_at: 104,
+                failures: 3
+            })
+        );
         q.finish(&host, a, Some(5));
         assert_eq!(q.pop_due(103), None, "the open circuit holds the host");
     }
@@ -2239,11 +2245,17 @@ mod tests {
             );
             q.finish(&host, id, Some(now));
         }
-        assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 102 }));
+        assert_eq!(
+            q.circuit("bad:80"),
+            Some(Circuit::Open {
+                probe_at: 102,
+                failures: 2
+            })
+        );
         // Held: nothing is attempted before the probe time, so no attempt is spent.
         assert_eq!(q.pop_due(101), None);
         let (probe, host) = q.pop_due(102).unwrap();
-        assert_eq!(q.circuit("bad:80"), Some(Circuit::HalfOpen));
+        assert_eq!(q.circuit("bad:80"), Some(Circuit::HalfOpen { failures: 2 }));
         // Only the probe is in flight.
         assert_eq!(q.pop_due(10_000), None);
         q.release(
@@ -2256,7 +2268,13 @@ mod tests {
             110,
         );
         q.finish(&host, probe, Some(110));
-        assert_eq!(q.circuit("bad:80"), Some(Circuit::Open { probe_at: 210 }));
+        assert_eq!(
+            q.circuit("bad:80"),
+            Some(Circuit::Open {
+                probe_at: 210,
+                failures: 3
+            })
+        );
         let (probe, host) = q.pop_due(210).unwrap();
         q.release(
             &host,

@@ -167,13 +167,10 @@ pub fn endpoint(ep: &crate::config::Endpoint, disabled: bool) -> serde_json::Val
 pub fn host_json(host: &str, view: Option<&HostHealthView>) -> serde_json::Value {
     let circuit = view.map_or(Circuit::default(), |v| v.circuit);
     let probe_at = match circuit {
-        Circuit::Open { probe_at } => Some(clock::rfc3339(probe_at)),
+        Circuit::Open { probe_at, .. } => Some(clock::rfc3339(probe_at)),
         _ => None,
     };
-    let failures = match circuit {
-        Circuit::Closed { failures } => failures,
-        _ => 0,
-    };
+    let failures = circuit.failures();
     serde_json::json!({
         "host": host,
         "circuit": circuit.as_str(),
@@ -326,12 +323,9 @@ pub fn host(load: &HostLoad, pause: Option<&PauseRecord>) -> HostJson {
         paused_since: pause.map(|p| clock::rfc3339(p.since)),
         pause_reason: pause.and_then(|p| p.reason.clone()),
         circuit: load.circuit.as_str(),
-        consecutive_failures: match load.circuit {
-            Circuit::Closed { failures } => failures,
-            _ => 0,
-        },
+        consecutive_failures: load.circuit.failures(),
         next_probe_at: match load.circuit {
-            Circuit::Open { probe_at } => Some(clock::rfc3339(probe_at)),
+            Circuit::Open { probe_at, .. } => Some(clock::rfc3339(probe_at)),
             _ => None,
         },
         retry_after_until: load.retry_after_until.map(clock::rfc3339),
@@ -364,6 +358,7 @@ mod tests {
         };
         let open = Circuit::Open {
             probe_at: now + 60_000,
+            failures: 10,
         };
         hosts.set("open-old-hold:443", Some(view(open, Some(now - 1_000))));
         hosts.set(

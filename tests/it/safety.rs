@@ -451,6 +451,9 @@ async fn circuit_breaker_holds_a_failing_host_and_probes_it() {
         ["open", "half_open"].contains(&me["circuit"].as_str().unwrap()),
         "{me}"
     );
+    // The count goes on while open: it says how long the host has been failing.
+    let failures_when_opened = me["consecutive_failures"].as_u64().unwrap();
+    assert!(failures_when_opened >= 3, "{me}");
     let (_, hosts) = sidecar.get_json("/v1/health/hosts").await;
     assert_eq!(
         hosts["hosts"][0]["host"],
@@ -468,6 +471,12 @@ async fn circuit_breaker_holds_a_failing_host_and_probes_it() {
     let gap = got[opened_at + 1].at - got[opened_at].at;
     assert!(gap >= Duration::from_millis(600), "probes {gap:?} apart");
     assert!(got.len() <= opened_at + 3, "{} attempts", got.len());
+    wait_for("the failed probes to be counted", || async {
+        let (_, listed) = sidecar.get_json("/v1/hosts").await;
+        let failures = listed["data"][0]["consecutive_failures"].as_u64().unwrap();
+        (failures > failures_when_opened).then_some(())
+    })
+    .await;
 
     healthy.store(true, Ordering::SeqCst);
     for id in &ids {
