@@ -279,7 +279,7 @@ impl BackgroundService for DeliveryService {
     }
 }
 
-/// Removes expired idempotency keys and old finished deliveries, sleeping until the next one
+/// Removes expired idempotency keys, old finished deliveries and old replay batches, sleeping until the next one
 /// is due, never on a fixed tick. When nothing is stored yet, the earliest anything written
 /// later can expire is `horizon` from now (bounded by `PRUNE_IDLE`).
 async fn prune_loop(
@@ -292,10 +292,15 @@ async fn prune_loop(
         let now = clock::now_ms();
         let wait = match writer.prune(now, retention_ms).await {
             Ok(r) => {
-                if r.deliveries + r.idempotency > 0 {
-                    tracing::debug!(deliveries = r.deliveries, keys = r.idempotency, "pruned");
+                if r.deliveries + r.idempotency + r.batches > 0 {
+                    tracing::debug!(
+                        deliveries = r.deliveries,
+                        keys = r.idempotency,
+                        batches = r.batches,
+                        "pruned"
+                    );
                 }
-                let full = r.deliveries.max(r.idempotency) >= PRUNE_LIMIT;
+                let full = r.deliveries.max(r.idempotency).max(r.batches) >= PRUNE_LIMIT;
                 let wait = r
                     .next_due
                     .map(|at| Duration::from_millis(at.saturating_sub(now)))

@@ -13,7 +13,8 @@
 //! - `finished`    (finished_at, id) -> (), for retention pruning
 //! - `idem_keys`   (expires_at, sha256(scope, key)) -> IdemRecord; the writer finds a key's
 //!   row through its in-memory index (`idem.rs`), so this table too is appended to at its end
-//! - `batches`     batch id -> BatchRecord (replay audit trail, dry runs included)
+//! - `batches`     batch id -> BatchRecord (replay audit trail, dry runs included), pruned
+//!   `store.retention` after it was made (the id starts with its milliseconds)
 //! - `host_pauses` host -> PauseRecord, one row per paused host
 //! - `meta`        name -> bytes: `schema_version`, `counts` (deliveries per stored state, kept
 //!   by the writer in the same transaction as every state change), `pause` (the global pause),

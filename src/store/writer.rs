@@ -141,6 +141,8 @@ pub struct Enqueued {
 pub struct PruneResult {
     pub deliveries: usize,
     pub idempotency: usize,
+    /// Replay batches (their audit records) older than the retention.
+    pub batches: usize,
     /// When the next row becomes prunable, if any is left.
     pub next_due: Option<u64>,
 }
@@ -1157,8 +1159,30 @@ fn prune(
         attempts.retain_in((*id, 0)..=(*id, u32::MAX), |_, _| false)?;
     }
     result.deliveries = old.len();
+    // A replay batch's audit record is kept as long as a finished delivery: its id says when it
+    // was made (ids start with their milliseconds).
+    let mut batches = txn.open_table(BATCHES)?;
+    let first_kept = Id::from_parts(cutoff.min(MAX_ID_MS), 0).0;
+    let mut old_batches = Vec::new();
+    for row in batches.iter()? {
+        let (k, _) = row?;
+        let id = k.value();
+        if id >= first_kept || old_batches.len() >= PRUNE_LIMIT {
+            let due = Id(id).ms().saturating_add(retention_ms);
+            result.next_due = Some(result.next_due.map_or(due, |d| d.min(due)));
+            break;
+        }
+        old_batches.push(id);
+    }
+    for id in &old_batches {
+        batches.remove(*id)?;
+    }
+    result.batches = old_batches.len();
     Ok(result)
 }
+
+/// The largest millisecond count an id holds (48 bits).
+const MAX_ID_MS: u64 = (1 << 48) - 1;
 
 #[cfg(test)]
 mod tests {
@@ -1411,6 +1435,58 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        drop(writer);
+        join.join().unwrap();
+    }
+
+    /// A replay batch's audit record is pruned with the finished deliveries, once it is older
+    /// than the retention, and not before.
+    #[tokio::test]
+    async fn prune_removes_replay_batches_older_than_the_retention() {
+        let (_dir, store, writer, join) = started();
+        let id = failed_delivery(&writer).await;
+        let (batch, _) = writer
+            .replay(ReplayWrite {
+                requested: vec![(DeliveryId(id).to_string(), Some(id))],
+                filter: None,
+                dry_run: false,
+                reason: None,
+            })
+            .await
+            .unwrap();
+        let retention = 60_000;
+        let kept = writer
+            .prune(batch.ms() + retention - 1, retention)
+            .await
+            .unwrap();
+        assert_eq!(kept.batches, 0);
+        assert!(store.batch(batch).unwrap().is_some());
+        assert!(
+            kept.next_due.is_some_and(|at| at <= batch.ms() + retention),
+            "{:?}",
+            kept.next_due
+        );
+        let pruned = writer
+            .prune(batch.ms() + retention + 1, retention)
+            .await
+            .unwrap();
+        assert_eq!(pruned.batches, 1);
+        assert!(store.batch(batch).unwrap().is_none());
+        assert!(store.batches(None, 10).unwrap().is_empty());
+        // A time past what an id's 48 bits of milliseconds hold prunes everything, without
+        // wrapping around to a small cutoff.
+        let (again, _) = writer
+            .replay(ReplayWrite {
+                requested: vec![(DeliveryId(id).to_string(), Some(id))],
+                filter: None,
+                dry_run: false,
+                reason: None,
+            })
+            .await
+            .unwrap();
+        let pruned = writer.prune((1 << 48) + 5, 0).await.unwrap();
+        assert_eq!(pruned.batches, 1);
+        assert!(store.batch(again).unwrap().is_none());
         drop(writer);
         join.join().unwrap();
     }
