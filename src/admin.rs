@@ -414,7 +414,7 @@ async fn enable_endpoint(
             format!("no endpoint named `{name}` is configured or disabled"),
         ));
     }
-    let store = s.writer.set_endpoint_disabled(&name, false);
+    let store = s.writer.set_endpoint_disabled(&name, false, None);
     s.gate
         .store_and_set(&name, false, store)
         .await

@@ -119,8 +119,17 @@ struct RawConfig {
     egress: RawEgress,
     health: HealthConfig,
     log: LogConfig,
+    notify: NotifyConfig,
     #[serde(default)]
     endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+/// hookrelay's own events (a delivery that ended failed, an endpoint a 410 disabled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyConfig {
+    /// The named endpoint they are delivered to; empty: none are made.
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +311,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// `notify.endpoint`: the endpoint that gets hookrelay's own events, if any.
+    pub notify: Option<String>,
     /// `delivery.per_host_rate` and `delivery.host_rates`, parsed.
     pub rate_limits: RateLimits,
     /// `delivery.ca_file`'s certificates: trusted for every delivery besides the system's.
@@ -749,6 +760,16 @@ impl RawConfig {
                 },
             );
         }
+        let notify = match self.notify.endpoint.as_str() {
+            "" => None,
+            name if endpoints.contains_key(name) => Some(name.to_string()),
+            name => {
+                return Err(invalid(
+                    "notify.endpoint",
+                    format!("names no endpoint: there is no [endpoints.{name}]"),
+                ));
+            }
+        };
         Ok(Config {
             ingest: self.ingest,
             admin: self.admin,
@@ -762,6 +783,7 @@ impl RawConfig {
             log: self.log,
             rate_limits,
             endpoints,
+            notify,
             ca_roots,
         })
     }

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     Attempt, Classification, DeliveryId, DeliveryRecord, Id, Payload, Status, url_host_key,
 };
+use crate::notify::Notifier;
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sender::{OutgoingRequest, Sender};
 use crate::sign;
@@ -53,6 +54,8 @@ pub struct Deliverer {
     pub metrics: Metrics,
     /// Endpoints disabled by a 410: their deliveries are held, not attempted.
     pub gate: EndpointGate,
+    /// hookrelay's own events (`notify.endpoint`).
+    pub notifier: Notifier,
 }
 
 /// What the scheduler learns from one attempt once it is recorded.
@@ -159,6 +162,13 @@ impl Deliverer {
             timeout: config.delivery.timeout,
             metrics,
             gate,
+            notifier: Notifier::new(
+                config
+                    .notify
+                    .as_ref()
+                    .and_then(|name| config.endpoints.get(name))
+                    .cloned(),
+            ),
         }
     }
 
@@ -281,7 +291,10 @@ impl Deliverer {
         let mut parked = None;
         if let Some(ep) = gone {
             // Persisted before the attempt is, so a crash in between cannot lose the disabling.
-            let store = self.writer.set_endpoint_disabled(&ep.name, true);
+            let notify = self
+                .notifier
+                .endpoint_disabled(&ep.name, id, &attempt, finished);
+            let store = self.writer.set_endpoint_disabled(&ep.name, true, notify);
             match self.gate.store_and_set(&ep.name, true, store).await {
                 Ok(changed) => {
                     if changed {
@@ -301,7 +314,9 @@ impl Deliverer {
         if let Some(slot) = slot {
             slot.release(report);
         }
-        let mut result = self.record(id, host, attempt, duration, next).await;
+        let mut result = self
+            .record(id, &record, host, attempt, duration, next)
+            .await;
         result.parked = parked;
         result
     }
@@ -354,14 +369,17 @@ impl Deliverer {
             error: Some(error.to_string()),
             response_snippet: None,
         };
-        self.record(id, host, attempt, Duration::ZERO, next).await
+        self.record(id, &record, host, attempt, Duration::ZERO, next)
+            .await
     }
 
-    /// Counts `attempt` (which took `elapsed`) and stores it with the delivery's next state;
-    /// what the scheduler needs to know once it is stored.
+    /// Counts `attempt` (which took `elapsed`) and stores it with the delivery's next state
+    /// (and, if that is `failed`, the notify endpoint's event); what the scheduler needs to
+    /// know once it is stored. `record` is the delivery as it was before the attempt.
     async fn record(
         &self,
         id: Id,
+        record: &DeliveryRecord,
         host: String,
         attempt: Attempt,
         elapsed: Duration,
@@ -384,11 +402,16 @@ impl Deliverer {
             classification == Classification::Success,
             elapsed,
         );
+        let notify = match next {
+            NextState::Failed => self.notifier.delivery_failed(id, record, &attempt),
+            _ => None,
+        };
         let write = AttemptWrite {
             id,
             host,
             attempt,
             next,
+            notify,
         };
         let (mut tries, mut wait) = (0, RECORD_RETRY_FIRST);
         while let Err(e) = self.writer.attempt(write.clone()).await {

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pace;
 pub mod panics;
 pub mod redact;

@@ -453,6 +453,7 @@ mod tests {
                     response_snippet: None,
                 },
                 next: NextState::Failed,
+                notify: None,
             };
             handle.attempt(failed).await.unwrap();
         }

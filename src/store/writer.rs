@@ -116,6 +116,9 @@ pub struct AttemptWrite {
     pub host: String,
     pub attempt: Attempt,
     pub next: NextState,
+    /// hookrelay's own event to create if this attempt ends the delivery `failed`
+    /// (`notify.endpoint`), in the same transaction.
+    pub notify: Option<NewDelivery>,
 }
 
 /// As the log shows it: `delivered`, `failed`, or `retry at` an RFC 3339 time.
@@ -158,10 +161,12 @@ pub enum WriteOp {
         retention_ms: u64,
         reply: oneshot::Sender<Result<PruneResult, StoreError>>,
     },
-    /// Disables (after a 410) or re-enables a named endpoint; persisted in `meta`.
+    /// Disables (after a 410) or re-enables a named endpoint; persisted in `meta`. `notify`
+    /// is created, in the same transaction, if this disables an endpoint that was enabled.
     EndpointDisabled {
         name: String,
         disabled: bool,
+        notify: Option<NewDelivery>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Cancel(Id, oneshot::Sender<Result<CancelResult, StoreError>>),
@@ -220,11 +225,13 @@ impl WriterHandle {
         &self,
         name: &str,
         disabled: bool,
+        notify: Option<NewDelivery>,
     ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(WriteOp::EndpointDisabled {
             name: name.to_string(),
             disabled,
+            notify,
             reply: tx,
         })
         .await?;
@@ -850,7 +857,8 @@ impl Writer {
                 Outcome::Ingest(self.ingest(t, w, enqueued, delta))
             }
             WriteOp::Attempt(w, _) => {
-                Outcome::Attempt(record_attempt(HotTables::shared(hot, txn)?, w, delta))
+                let t = HotTables::shared(hot, txn)?;
+                Outcome::Attempt(record_attempt(t, &mut self.ids, w, enqueued, delta))
             }
             WriteOp::Prune {
                 now, retention_ms, ..
@@ -874,9 +882,20 @@ impl Writer {
             WriteOp::Pause { host, pause, .. } => {
                 Outcome::Unit(operator::set_pause(txn, host.as_deref(), pause.as_ref()))
             }
-            WriteOp::EndpointDisabled { name, disabled, .. } => {
-                Outcome::Unit(set_endpoint_disabled(txn, name, *disabled))
-            }
+            WriteOp::EndpointDisabled {
+                name,
+                disabled,
+                notify,
+                ..
+            } => Outcome::Unit(
+                set_endpoint_disabled(txn, name, *disabled).and_then(|changed| match notify {
+                    Some(d) if changed && *disabled => {
+                        let t = &mut HotTables::open(txn)?;
+                        create(t, &mut self.ids, d, clock::now_ms(), enqueued, delta).map(drop)
+                    }
+                    _ => Ok(()),
+                }),
+            ),
         })
     }
 
@@ -950,18 +969,7 @@ impl Writer {
         }
         let mut ids = Vec::with_capacity(w.deliveries.len());
         for d in &w.deliveries {
-            let id = self.ids.next(now);
-            t.deliveries.insert(id.0, d.record.as_slice())?;
-            t.payloads.insert(id.0, d.payload.as_slice())?;
-            t.due.insert((d.next_at, id.0), d.host.as_str())?;
-            t.by_status.insert((Status::Pending.code(), id.0), ())?;
-            delta.add(Status::Pending, 1);
-            enqueued.push(Enqueued {
-                next_at: d.next_at,
-                id,
-                host: d.host.clone(),
-            });
-            ids.push(id);
+            ids.push(create(t, &mut self.ids, d, now, enqueued, delta)?);
         }
         if let Some(claim) = &w.idem {
             let record = IdemRecord {
@@ -1020,9 +1028,34 @@ impl<'t> HotTables<'t> {
     }
 }
 
+/// Stores one new pending delivery and announces it to the scheduler; its id.
+fn create(
+    t: &mut HotTables,
+    ids: &mut IdGen,
+    d: &NewDelivery,
+    now: u64,
+    enqueued: &mut Vec<Enqueued>,
+    delta: &mut CountDelta,
+) -> Result<Id, StoreError> {
+    let id = ids.next(now);
+    t.deliveries.insert(id.0, d.record.as_slice())?;
+    t.payloads.insert(id.0, d.payload.as_slice())?;
+    t.due.insert((d.next_at, id.0), d.host.as_str())?;
+    t.by_status.insert((Status::Pending.code(), id.0), ())?;
+    delta.add(Status::Pending, 1);
+    enqueued.push(Enqueued {
+        next_at: d.next_at,
+        id,
+        host: d.host.clone(),
+    });
+    Ok(id)
+}
+
 fn record_attempt(
     t: &mut HotTables,
+    ids: &mut IdGen,
     w: &AttemptWrite,
+    enqueued: &mut Vec<Enqueued>,
     delta: &mut CountDelta,
 ) -> Result<(), StoreError> {
     let existing = t
@@ -1063,6 +1096,9 @@ fn record_attempt(
                 t.by_status.insert((status.code(), w.id.0), ())?;
                 delta.moved(Status::Pending, status);
                 t.finished.insert((now, w.id.0), ())?;
+                if let Some(d) = w.notify.as_ref().filter(|_| status == Status::Failed) {
+                    create(t, ids, d, now, enqueued, delta)?;
+                }
             }
         }
     }
@@ -1070,11 +1106,12 @@ fn record_attempt(
     Ok(())
 }
 
+/// Whether it changed anything.
 fn set_endpoint_disabled(
     txn: &WriteTransaction,
     name: &str,
     disabled: bool,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut meta = txn.open_table(META)?;
     let mut set: BTreeSet<String> = meta
         .get(DISABLED_ENDPOINTS)?
@@ -1089,7 +1126,7 @@ fn set_endpoint_disabled(
     if changed {
         meta.insert(DISABLED_ENDPOINTS, encode(&set).as_slice())?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 fn prune(
@@ -1325,6 +1362,7 @@ mod tests {
                 response_snippet: None,
             },
             next: NextState::Retry { next_at: 10 },
+            notify: None,
         };
         writer.attempt(attempt).await.unwrap();
         assert_eq!(store.attempts(first).unwrap().len(), 1);
@@ -1374,6 +1412,7 @@ mod tests {
                 response_snippet: None,
             },
             next: NextState::Failed,
+            notify: None,
         };
         writer.attempt(attempt).await.unwrap();
         id

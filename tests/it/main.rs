@@ -12,6 +12,7 @@ mod config_reference;
 mod delivery;
 mod ingest;
 mod logs;
+mod notify;
 mod packaging;
 mod pause;
 mod replay;
