@@ -57,6 +57,8 @@ pub struct AdminState {
     /// The configured endpoints: enabling any other name is a 404 (unless it is still disabled
     /// from an earlier config); `GET /v1/endpoints` shows them.
     pub endpoints: Arc<std::collections::BTreeMap<String, crate::config::Endpoint>>,
+    /// `notify.endpoint`: the endpoint that gets hookrelay's own events.
+    pub notify: Option<String>,
     /// Held by a pause or resume from reading the stored state until the scheduler is told, so
     /// concurrent ones reach the scheduler in the order they were stored.
     pub pauses: Arc<tokio::sync::Mutex<()>>,
@@ -438,7 +440,10 @@ async fn list_endpoints(State(s): State<AdminState>) -> Response {
     let endpoints: Vec<serde_json::Value> = s
         .endpoints
         .values()
-        .map(|ep| json::endpoint(ep, disabled.contains(&ep.name)))
+        .map(|ep| {
+            let notify = s.notify.as_deref() == Some(ep.name.as_str());
+            json::endpoint(ep, disabled.contains(&ep.name), notify)
+        })
         .collect();
     let gone: Vec<&String> = disabled
         .iter()

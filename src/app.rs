@@ -215,6 +215,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             control_tx,
             config: Arc::new(config.admin.clone()),
             endpoints: Arc::new(config.endpoints.clone()),
+            notify: config.notify.clone(),
             pauses: Arc::default(),
         },
     };

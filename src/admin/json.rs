@@ -131,7 +131,8 @@ pub fn health(hosts: &HostHealth, gate: &EndpointGate) -> serde_json::Value {
 /// A configured endpoint as `GET /v1/endpoints` shows it: its target redacted like any other,
 /// its headers by name only, and of each signing key only its scheme and (for ed25519) the
 /// public key its receiver verifies with.
-pub fn endpoint(ep: &crate::config::Endpoint, disabled: bool) -> serde_json::Value {
+/// `notify`: whether it is `notify.endpoint`, the one that gets hookrelay's own events.
+pub fn endpoint(ep: &crate::config::Endpoint, disabled: bool, notify: bool) -> serde_json::Value {
     let signing: Vec<serde_json::Value> = ep
         .signing_keys
         .iter()
@@ -146,6 +147,7 @@ pub fn endpoint(ep: &crate::config::Endpoint, disabled: bool) -> serde_json::Val
         "url": crate::redact::target(ep.url.as_str()),
         "events": ep.events,
         "disabled": disabled,
+        "notify": notify,
         "timeout_ms": ms(ep.timeout),
         "retry": {
             "max_attempts": ep.retry.max_attempts,

@@ -82,7 +82,10 @@ pub fn endpoints(v: &Value) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|e| {
-            let events = strings(&e["events"]);
+            let mut events = strings(&e["events"]);
+            if e["notify"] == Value::Bool(true) {
+                events.push("(hookrelay's own events)".into());
+            }
             let signing: Vec<String> = e["signing"]
                 .as_array()
                 .into_iter()
@@ -395,6 +398,10 @@ mod tests {
         );
         assert!(text.contains("orders: public key whpk_X\n"), "{text}");
         assert!(text.ends_with("no longer configured: old\n"), "{text}");
+        let v = json!({"data": [{"name": "ops", "disabled": false, "notify": true, "events": [],
+            "url": "http://app/", "signing": []}]});
+        let text = endpoints(&v);
+        assert!(text.contains("(hookrelay's own events)"), "{text}");
         // With none configured, a name still disabled is still said.
         let text = endpoints(&json!({"data": [], "disabled_not_configured": ["old"]}));
         assert!(

@@ -53,6 +53,15 @@ async fn a_failed_delivery_and_a_disabled_endpoint_are_delivered_as_events() {
     ))
     .await;
 
+    let (_, endpoints) = sidecar.get_json("/v1/endpoints").await;
+    let notify: Vec<(&str, bool)> = endpoints["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["notify"] == true))
+        .collect();
+    assert_eq!(notify, [("gone", false), ("ops", true)], "{endpoints}");
+
     // A permanent 4xx ends the delivery failed at once: the app hears of it.
     let (status, json) = sidecar
         .send(&receiver.url("/bad?token=s3cret"), "{\"n\":1}", None)
