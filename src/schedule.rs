@@ -484,16 +484,30 @@ impl Queue {
 
     /// After the clock stepped back to `now`: a host's last start is no later than `now` again,
     /// or work due now would wait for the clock to catch up with it (turn-taking only orders
-    /// hosts, it never delays work that is due).
+    /// hosts, it never delays work that is due). The holds kept only here (a rate limit's
+    /// pace, a `Retry-After` hold, an open circuit's probe time) keep the time they had left
+    /// rather than growing by the step: they are set relative to the clock, not to dates the
+    /// store holds. (A stored retry's time is a date, and stays one.)
     fn clock_stepped_back(&mut self, now: u64) {
-        let mut moved = Vec::new();
-        for (host, hq) in &mut self.hosts {
-            if hq.last_start > now {
-                hq.last_start = now;
-                moved.push(host.clone());
+        let back = self.latest_now.saturating_sub(now);
+        for hq in self.hosts.values_mut() {
+            hq.last_start = hq.last_start.min(now);
+            if hq.not_before > now {
+                hq.not_before = hq.not_before.saturating_sub(back);
+            }
+            if let Circuit::Open { probe_at, failures } = hq.circuit {
+                hq.circuit = Circuit::Open {
+                    probe_at: probe_at.saturating_sub(back),
+                    failures,
+                };
             }
         }
-        for host in moved {
+        let back_us = back.saturating_mul(1_000);
+        for tat in self.paced.values_mut() {
+            *tat = tat.saturating_sub(back_us);
+        }
+        let hosts: Vec<Host> = self.hosts.keys().cloned().collect();
+        for host in hosts {
             self.refresh(&host);
         }
     }
@@ -1548,6 +1562,65 @@ mod tests {
         assert_eq!(q.pop_due(now).map(|x| x.0), Some(Id(1)));
         // The clock steps back an hour: Id(2) was due long ago and still goes at once.
         assert_eq!(q.pop_due(now - 3_600_000).map(|x| x.0), Some(Id(2)));
+    }
+
+    /// A rate limit's pace, a `Retry-After` hold and an open circuit's probe time keep the
+    /// time they had left when the clock steps back, instead of holding the host for the step.
+    #[test]
+    fn holds_kept_in_memory_do_not_grow_when_the_clock_steps_back() {
+        let policy = BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 30_000,
+        };
+        let mut q = Queue::new(8)
+            .with_rates(limits(None, &[("paced", "10/s")]))
+            .with_breaker(policy);
+        let now = 10_000_000;
+        let hour = 3_600_000;
+        // Paced: one start every 100 ms.
+        q.push("paced:443", now, Id(1));
+        q.pop_due(now).unwrap();
+        // Held by a Retry-After of 60 s.
+        q.push("held:80", now, Id(2));
+        let (_, held) = q.pop_due(now).unwrap();
+        let hold = HostReport {
+            hold_host_until: Some(now + 60_000),
+            ..HostReport::NEUTRAL
+        };
+        q.release(&held, hold, now);
+        q.finish(&held, Id(2), Some(now));
+        // An open circuit, probing in 30 s.
+        q.push("down:80", now, Id(3));
+        let (_, down) = q.pop_due(now).unwrap();
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            ..HostReport::NEUTRAL
+        };
+        q.release(&down, failed, now);
+        q.finish(&down, Id(3), Some(now));
+        assert!(matches!(q.circuit("down:80"), Some(Circuit::Open { .. })));
+
+        // The clock steps back an hour; then a new webhook arrives for each host. (The
+        // retries above keep their stored dates, an hour ahead now.)
+        let back = now - hour;
+        assert_eq!(q.pop_due(back), None);
+        q.push("paced:443", back, Id(4));
+        q.push("held:80", back, Id(5));
+        q.push("down:80", back, Id(6));
+        assert_eq!(q.pop_due(back), None, "the pace still holds for its 100 ms");
+        assert_eq!(q.pop_due(back + 100).map(|x| x.0), Some(Id(4)));
+        assert_eq!(q.pop_due(back + 29_999), None);
+        assert_eq!(
+            q.pop_due(back + 30_000).map(|x| x.0),
+            Some(Id(6)),
+            "the probe"
+        );
+        assert_eq!(
+            q.pop_due(back + 59_999),
+            None,
+            "the hold still has its 60 s"
+        );
+        assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(5)));
     }
 
     #[test]
