@@ -314,6 +314,16 @@ impl Deliverer {
         if let Some(slot) = slot {
             slot.release(report);
         }
+        // The endpoint could not be disabled (the store refused): nothing holds the delivery,
+        // so it waits its backoff like any failed attempt instead of going again at once (and
+        // spending its whole budget on 410s in a moment).
+        let next = match next {
+            NextState::Retry { .. } if gone.is_some() && parked.is_none() => NextState::Retry {
+                next_at: finished
+                    .saturating_add(clock::duration_ms(policy.backoff(number, fastrand::f64()))),
+            },
+            next => next,
+        };
         let mut result = self
             .record(id, &record, host, attempt, duration, next)
             .await;
@@ -869,6 +879,49 @@ pub(crate) mod tests {
             .next_at
             .expect("tried again later");
         assert!(next >= before + 3_600_000, "{next} vs {before}");
+    }
+
+    /// A 410 whose endpoint cannot be disabled (the store refuses) leaves the delivery pending
+    /// with its backoff, not due again at once: a refusal that repeats must not spend the whole
+    /// retry budget on 410s in a moment.
+    #[tokio::test]
+    async fn a_410_whose_disabling_is_refused_waits_its_backoff() {
+        use crate::store::writer::WriteOp;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let base = deliverer(dir.path(), &store, 410);
+        let id = stored(&base, Some("orders")).await;
+        let (writer, mut ops) = WriterHandle::for_test();
+        let real = base.writer.clone();
+        tokio::spawn(async move {
+            while let Some(op) = ops.recv().await {
+                match op {
+                    WriteOp::EndpointDisabled { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::CommitFailed("disk error".into())));
+                    }
+                    op => real.forward(op).await.unwrap(),
+                }
+            }
+        });
+        let d = Deliverer { writer, ..base };
+        let (slot, _) = watched(&store, id);
+        let before = clock::now_ms();
+        let result = d.attempt(id, slot).await;
+        assert_eq!(
+            result.parked, None,
+            "not held: the endpoint is not disabled"
+        );
+        assert!(!d.gate.is_disabled("orders"));
+        let first_backoff = clock::duration_ms(d.retry.backoff(1, 0.0));
+        let next = result.next_at.expect("tried again later");
+        assert!(
+            next >= before + first_backoff,
+            "due {} ms after the attempt, before its backoff of {first_backoff} ms",
+            next.saturating_sub(before)
+        );
+        let stored = store.delivery(id).unwrap().unwrap();
+        assert_eq!(stored.status, Status::Pending);
+        assert_eq!(stored.next_attempt_at, Some(next));
     }
 
     #[tokio::test]

@@ -75,8 +75,9 @@ impl Circuit {
         }
     }
 
-    /// An attempt finished at `now` with `signal`.
-    pub fn on_result(self, signal: HostSignal, now: u64, p: BreakerPolicy) -> Circuit {
+    /// An attempt finished at `now` with `signal`; `sent` says whether its request reached the
+    /// host at all.
+    pub fn on_result(self, signal: HostSignal, sent: bool, now: u64, p: BreakerPolicy) -> Circuit {
         let failed = self.failures().saturating_add(1);
         let reopen = Circuit::Open {
             probe_at: now.saturating_add(p.probe_interval_ms),
@@ -92,9 +93,16 @@ impl Circuit {
                 }
             }
             (Circuit::HalfOpen { .. }, HostSignal::Failed) => reopen,
-            // A probe that says nothing about the host (a 429, our own refusal): probe again.
+            // A probe that says nothing about the host: probe again, at once if nothing was
+            // sent (our own refusal), after the interval if the host answered (a 429 without
+            // `Retry-After`: probing at once would spend delivery after delivery on a host
+            // that asks for fewer requests).
             (Circuit::HalfOpen { failures }, HostSignal::Neutral) => Circuit::Open {
-                probe_at: now,
+                probe_at: if sent {
+                    now.saturating_add(p.probe_interval_ms)
+                } else {
+                    now
+                },
                 failures,
             },
             // Attempts that started before the circuit opened keep it open (and count).
@@ -254,25 +262,28 @@ mod tests {
         let closed = |failures| Circuit::Closed { failures };
         let open = |probe_at, failures| Circuit::Open { probe_at, failures };
         let probing = |failures| Circuit::HalfOpen { failures };
-        // (state, signal, now, next state)
+        // (state, signal, sent, now, next state)
         let cases = [
-            (closed(0), Failed, 10, closed(1)),
-            (closed(1), Failed, 10, closed(2)),
-            (closed(2), Failed, 10, open(110, 3)),
-            (closed(2), Healthy, 10, closed(0)),
-            (closed(2), Neutral, 10, closed(2)),
-            (probing(3), Failed, 500, open(600, 4)),
-            (probing(7), Healthy, 500, closed(0)),
-            (probing(3), Neutral, 500, open(500, 3)),
-            (open(600, 3), Failed, 520, open(600, 4)),
-            (open(600, 3), Neutral, 520, open(600, 3)),
-            (open(600, 3), Healthy, 520, closed(0)),
+            (closed(0), Failed, true, 10, closed(1)),
+            (closed(1), Failed, true, 10, closed(2)),
+            (closed(2), Failed, true, 10, open(110, 3)),
+            (closed(2), Healthy, true, 10, closed(0)),
+            (closed(2), Neutral, true, 10, closed(2)),
+            (probing(3), Failed, true, 500, open(600, 4)),
+            (probing(7), Healthy, true, 500, closed(0)),
+            // A probe the host answered with a 429: the next one after the interval.
+            (probing(3), Neutral, true, 500, open(600, 3)),
+            // A probe refused before sending: the next one at once.
+            (probing(3), Neutral, false, 500, open(500, 3)),
+            (open(600, 3), Failed, true, 520, open(600, 4)),
+            (open(600, 3), Neutral, true, 520, open(600, 3)),
+            (open(600, 3), Healthy, true, 520, closed(0)),
         ];
-        for (state, signal, now, want) in cases {
+        for (state, signal, sent, now, want) in cases {
             assert_eq!(
-                state.on_result(signal, now, P),
+                state.on_result(signal, sent, now, P),
                 want,
-                "{state:?} + {signal:?}"
+                "{state:?} + {signal:?} (sent: {sent})"
             );
         }
     }

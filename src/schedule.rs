@@ -406,7 +406,9 @@ impl Queue {
             *tat = rate.refund(*tat);
         }
         let before = (hq.circuit, hq.not_before);
-        hq.circuit = hq.circuit.on_result(report.signal, now, breaker);
+        hq.circuit = hq
+            .circuit
+            .on_result(report.signal, report.sent, now, breaker);
         if let Some(until) = report.hold_host_until {
             hq.not_before = hq.not_before.max(until);
         }
