@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::request::{Reject, validate_idempotency_key};
 use crate::config::Endpoint;
@@ -13,7 +14,9 @@ use crate::config::Endpoint;
 pub struct Envelope {
     #[serde(rename = "type")]
     pub event_type: String,
-    pub payload: serde_json::Value,
+    /// Kept as the app wrote it and delivered as is: parsed into a `serde_json::Value`, a
+    /// number beyond what `u64`/`i64`/`f64` hold would be changed on the way.
+    pub payload: Box<RawValue>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -23,7 +26,9 @@ pub fn parse(body: &[u8]) -> Result<Envelope, Reject> {
     let env: Envelope = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the body is not a valid event envelope: {e}")))?;
     if env.event_type.is_empty() || env.event_type.len() > 255 {
-        return Err(invalid("`type` must be 1 to 255 characters".into()));
+        return Err(invalid(
+            "`type` must be 1 to 255 bytes long (in UTF-8)".into(),
+        ));
     }
     if let Some(key) = &env.idempotency_key {
         validate_idempotency_key(key)?;
@@ -62,21 +67,121 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// The body every matching endpoint receives.
+/// The body every matching endpoint receives; the payload exactly as the app wrote it.
 pub fn delivery_body(event_id: &str, env: &Envelope, created_at: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "id": event_id,
-        "type": env.event_type,
-        "created_at": created_at,
-        "payload": env.payload,
-    }))
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        created_at: &'a str,
+        payload: &'a RawValue,
+    }
+    serde_json::to_vec(&Body {
+        id: event_id,
+        event_type: &env.event_type,
+        created_at,
+        payload: &env.payload,
+    })
     .unwrap_or_default()
 }
 
-/// What must match for a repeated envelope to be the same event: type and payload, with object
-/// keys in a canonical order (serde_json's map is sorted), so whitespace does not matter.
+/// What must match for a repeated envelope to be the same event: type and payload as JSON
+/// values, so key order, spacing and string escapes do not matter, and no two numbers of
+/// different value are taken for one (`18446744073709551617` and `18446744073709551618` are
+/// two, though an `f64` cannot tell them apart).
+///
+/// The form is the one the versions before wrote (`serde_json`'s sorted keys and its printing
+/// of each number: `10.50` as `10.5`, `1e2` as `100.0`, an integer apart from a float) for
+/// every number that `u64`, `i64` or `f64` holds exactly, so a claim stored by them still
+/// matches; a number none of them holds is written as its exact value.
 pub fn identity(env: &Envelope) -> Vec<u8> {
-    serde_json::to_vec(&(&env.event_type, &env.payload)).unwrap_or_default()
+    let mut out = Vec::with_capacity(env.payload.get().len() + env.event_type.len() + 8);
+    out.push(b'[');
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &env.event_type);
+    out.push(b',');
+    if canonical(env.payload.get(), &mut out).is_err() {
+        // Not reachable for a payload that parsed; the raw text still identifies it.
+        out.extend_from_slice(env.payload.get().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+/// Appends the canonical form of the JSON value `raw` (valid JSON) to `out`.
+fn canonical(raw: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let raw = raw.trim();
+    match raw.as_bytes().first() {
+        Some(b'{') => {
+            // Sorted by key; a repeated key keeps its last value (as `serde_json::Value` does).
+            let map: BTreeMap<String, &RawValue> = serde_json::from_str(raw)?;
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                canonical(v.get(), out)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(v.get(), out)?;
+            }
+            out.push(b']');
+        }
+        Some(b'"') => {
+            let s: String = serde_json::from_str(raw)?;
+            serde_json::to_writer(&mut *out, &s)?;
+        }
+        Some(b'-' | b'0'..=b'9') => {
+            let exact = exact_number(raw);
+            // serde_json's own printing where it holds the number exactly (the earlier form).
+            match serde_json::from_str::<serde_json::Number>(raw) {
+                Ok(n) if exact_number(&n.to_string()) == exact => {
+                    out.extend_from_slice(n.to_string().as_bytes())
+                }
+                _ => out.extend_from_slice(exact.as_bytes()),
+            }
+        }
+        // true, false, null
+        _ => out.extend_from_slice(raw.as_bytes()),
+    }
+    Ok(())
+}
+
+/// A JSON number's exact value as `[-]DIGITSeEXP` with no leading or trailing zeros in
+/// DIGITS (`0` for zero, of either sign), so two spellings of one value give one string.
+fn exact_number(raw: &str) -> String {
+    let (negative, rest) = match raw.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, raw),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, "0"),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let Ok(exp) = exp.trim_start_matches('+').parse::<i128>() else {
+        // An exponent beyond i128: no other spelling of it is worth telling apart.
+        return raw.to_string();
+    };
+    let digits = format!("{int}{frac}");
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return "0".into();
+    }
+    let trimmed = digits.trim_end_matches('0');
+    let exp = exp - frac.len() as i128 + (digits.len() - trimmed.len()) as i128;
+    format!("{}{trimmed}e{exp}", if negative { "-" } else { "" })
 }
 
 #[cfg(test)]
@@ -128,5 +233,85 @@ mod tests {
         let a = parse(br#"{"type":"t","payload":{"a":1,"b":2}}"#).unwrap();
         let b = parse(br#"{ "payload": {"b":2, "a":1}, "type":"t" }"#).unwrap();
         assert_eq!(identity(&a), identity(&b));
+        let long = format!(r#"{{"type":"order.{}","payload":1}}"#, "é".repeat(125));
+        let err = parse(long.as_bytes()).unwrap_err();
+        assert!(err.message.contains("255 bytes"), "{}", err.message);
+    }
+
+    fn id_of(payload: &str) -> Vec<u8> {
+        identity(&parse(format!(r#"{{"type":"t","payload":{payload}}}"#).as_bytes()).unwrap())
+    }
+
+    /// One JSON value, one identity; two values, two, numbers beyond `f64` included.
+    #[test]
+    fn identity_compares_json_values_exactly() {
+        let same = [
+            (r#"{"a":1,"b":[1,2]}"#, r#"{ "b" : [ 1 , 2 ], "a" : 1 }"#),
+            (r#""caf\u00e9""#, r#""café""#),
+            ("10.5", "10.50"),
+            ("1e2", "1E+2"),
+            ("100.0", "1e2"),
+            ("18446744073709551617", "1.8446744073709551617e19"),
+            (r#"{"a":1,"a":2}"#, r#"{"a":2}"#),
+        ];
+        for (a, b) in same {
+            assert_eq!(id_of(a), id_of(b), "{a} and {b}");
+        }
+        let different = [
+            ("18446744073709551617", "18446744073709551618"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567891",
+            ),
+            ("1.23456789012345678901234", "1.23456789012345678901235"),
+            ("1", "2"),
+            (r#"{"a":1}"#, r#"{"a":"1"}"#),
+            ("[1,2]", "[2,1]"),
+            ("1e400", "1e401"),
+            // As before: an integer and a float are told apart, and so are 0 and -0.
+            ("1", "1.0"),
+            ("0", "-0"),
+        ];
+        for (a, b) in different {
+            assert_ne!(id_of(a), id_of(b), "{a} and {b}");
+        }
+    }
+
+    /// A claim stored by the versions before (which wrote `serde_json::to_vec(&(type, Value))`)
+    /// still matches every payload that a `Value` held exactly.
+    #[test]
+    fn identity_is_the_earlier_form_for_what_a_value_held_exactly() {
+        for payload in [
+            r#"{"order":{"id":"ord_1","total":10.5,"items":[1,-2,3.25e-3]},"ok":true,"n":null}"#,
+            r##""caf\u00e9 \"q\"""##,
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1e2",
+            "[]",
+        ] {
+            let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let earlier = serde_json::to_vec(&("t", &value)).unwrap();
+            assert_eq!(id_of(payload), earlier, "{payload}");
+        }
+    }
+
+    /// The payload reaches the receiver as the app wrote it, numbers and all.
+    #[test]
+    fn the_payload_is_delivered_as_written() {
+        let env = parse(
+            br#"{"type":"t","payload":{"id":18446744073709551617,"x":1e2,"z":-0,"f":1.23456789012345678901234}}"#,
+        )
+        .unwrap();
+        let body = delivery_body("evt_1", &env, "2026-11-29T00:00:00Z");
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.ends_with(
+                r#""payload":{"id":18446744073709551617,"x":1e2,"z":-0,"f":1.23456789012345678901234}}"#
+            ),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["type"], "t");
     }
 }

@@ -172,6 +172,52 @@ async fn event_envelope_fans_out_to_matching_endpoints() {
     );
 }
 
+/// An envelope's payload reaches the receiver as the app wrote it, numbers beyond what an
+/// `f64` holds included, and two payloads that differ only in such a number are two events:
+/// the second under the same key is refused, not taken for a duplicate.
+#[tokio::test]
+async fn an_envelope_payload_is_delivered_as_written_and_big_numbers_stay_apart() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start(&endpoints(&receiver)).await;
+    let post = |body: &'static str| {
+        sidecar
+            .http
+            .post(sidecar.ingest_url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = post(
+        r#"{"type":"order.created","payload":{"id":18446744073709551617,"amount":10.50,"e":1e2},"idempotency_key":"big-1"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), 202);
+    let got = receiver.wait_count(2).await;
+    for r in &got {
+        let body = String::from_utf8(r.body.clone()).unwrap();
+        assert!(
+            body.contains(r#""payload":{"id":18446744073709551617,"amount":10.50,"e":1e2}"#),
+            "{body}"
+        );
+    }
+    let other = post(
+        r#"{"type":"order.created","payload":{"id":18446744073709551618,"amount":10.50,"e":1e2},"idempotency_key":"big-1"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 422, "a different event under the same key");
+    let json: Value = other.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "idempotency_key_reused", "{json}");
+    // The same value spelled otherwise is the same event.
+    let same = post(
+        r#"{"idempotency_key":"big-1","payload":{ "e":1E+2, "amount":10.5, "id":18446744073709551617 },"type":"order.created"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(same.status(), 200);
+}
+
 #[tokio::test]
 async fn duplicates_answer_the_original_and_create_nothing() {
     let receiver = Receiver::ok().await;
