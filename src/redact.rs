@@ -123,10 +123,10 @@ pub fn target(target: &str) -> Cow<'_, str> {
         return target.into();
     }
     let Ok(u) = url::Url::parse(target) else {
-        return target.into();
+        return hide_by_text(target).map_or(target.into(), Cow::Owned);
     };
     if !matches!(u.scheme(), "http" | "https") {
-        return target.into();
+        return hide_by_text(target).map_or(target.into(), Cow::Owned);
     }
     let userinfo = !u.username().is_empty() || u.password().is_some();
     let path = hide_path(u.host_str().unwrap_or_default(), u.path());
@@ -240,6 +240,46 @@ fn hide_path(host: &str, path: &str) -> Option<String> {
 
 /// `query` with the value of each credential-looking parameter as [`HIDDEN`]; `None` when
 /// none is.
+/// For text with a `scheme://` that is not an http(s) URL (a configuration value with another
+/// scheme, or no host): userinfo and credential-looking query and fragment values hidden by
+/// the text alone, so an error about the value does not print what it was meant to keep. None
+/// if nothing was (or the text has no `://`: an e-mail address is not userinfo).
+fn hide_by_text(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_at(text.find("://")? + 3);
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let (path, rest) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    let (query, fragment) = match rest.strip_prefix('?') {
+        Some(q) => q.split_once('#').map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
+        None => (None, rest.strip_prefix('#')),
+    };
+    let user = authority.rfind('@').map(|i| &authority[i + 1..]);
+    let query_hidden = query.and_then(hide_params);
+    let fragment_hidden = fragment.and_then(hide_params);
+    if user.is_none() && query_hidden.is_none() && fragment_hidden.is_none() {
+        return None;
+    }
+    let mut shown = scheme.to_string();
+    match user {
+        Some(host) => {
+            shown.push_str(HIDDEN);
+            shown.push('@');
+            shown.push_str(host);
+        }
+        None => shown.push_str(authority),
+    }
+    shown.push_str(path);
+    if let Some(q) = query {
+        shown.push('?');
+        shown.push_str(query_hidden.as_deref().unwrap_or(q));
+    }
+    if let Some(f) = fragment {
+        shown.push('#');
+        shown.push_str(fragment_hidden.as_deref().unwrap_or(f));
+    }
+    Some(shown)
+}
+
 fn hide_params(query: &str) -> Option<String> {
     let mut hid = false;
     let parts: Vec<Cow<'_, str>> = query
@@ -346,10 +386,18 @@ mod tests {
                 "https://H.example:443/p?token=t",
                 "https://h.example/p?token=***",
             ),
+            // Not an http(s) URL (a mistyped configuration value): hidden by the text alone.
             (
                 "ftp://u:p@h.example/?token=t",
-                "ftp://u:p@h.example/?token=t",
+                "ftp://***@h.example/?token=***",
             ),
+            ("https://user:PASSW0RD@/hook", "https://***@/hook"),
+            (
+                "ftp://h.example/p?page=2#access_token=t",
+                "ftp://h.example/p?page=2#access_token=***",
+            ),
+            ("ftp://h.example/p@q", "ftp://h.example/p@q"),
+            ("ops@example.com", "ops@example.com"),
         ];
         for (given, shown) in cases {
             assert_eq!(target(given), shown, "{given}");
