@@ -658,6 +658,12 @@ impl RawConfig {
                     "must be an absolute http:// or https:// URL",
                 ));
             }
+            if url.port() == Some(0) {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    "port 0 cannot be connected to",
+                ));
+            }
             // Every delivery to it would be refused (and every event it matches, whole).
             if egress.mode == Mode::Enforce
                 && let Err(denied) = egress.check_url(&url)
@@ -1064,6 +1070,7 @@ mod tests {
             ("[ingest]\nnope = 1\n", "nope"),
             ("[bogus]\nx = 1\n", "bogus"),
             ("[endpoints.a]\nurl = \"ftp://x\"\n", "endpoints.a.url"),
+            ("[endpoints.a]\nurl = \"http://x:0/\"\n", "endpoints.a.url"),
             (
                 "[endpoints.a]\nurl = \"http://10.0.0.1/x\"\n",
                 "endpoints.a.url",

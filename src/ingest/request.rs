@@ -161,6 +161,9 @@ pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
         Some(h) if !h.is_empty() => {}
         _ => return Err(bad("it has no host")),
     }
+    if url.port() == Some(0) {
+        return Err(bad("port 0 cannot be connected to"));
+    }
     if !crate::model::host_fits_dns(&url) {
         return Err(bad(
             "its host name is longer than DNS allows (253 characters, 63 per label)",
@@ -520,6 +523,8 @@ mod tests {
             ("POST", "/r.example/x", Err(err(400, "invalid_target"))),
             ("POST", "/", Err(err(400, "invalid_target"))),
             ("POST", "/https://", Err(err(400, "invalid_target"))),
+            ("POST", "/http://127.0.0.1:0/x", Err(err(400, "invalid_target"))),
+            ("POST", "/https://r.example:00/x", Err(err(400, "invalid_target"))),
             (
                 "POST",
                 "/https://exa mple.com/",
