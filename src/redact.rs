@@ -250,7 +250,9 @@ fn hide_by_text(text: &str) -> Option<String> {
     let (authority, rest) = rest.split_at(end);
     let (path, rest) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
     let (query, fragment) = match rest.strip_prefix('?') {
-        Some(q) => q.split_once('#').map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
+        Some(q) => q
+            .split_once('#')
+            .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
         None => (None, rest.strip_prefix('#')),
     };
     let user = authority.rfind('@').map(|i| &authority[i + 1..]);

@@ -523,8 +523,16 @@ mod tests {
             ("POST", "/r.example/x", Err(err(400, "invalid_target"))),
             ("POST", "/", Err(err(400, "invalid_target"))),
             ("POST", "/https://", Err(err(400, "invalid_target"))),
-            ("POST", "/http://127.0.0.1:0/x", Err(err(400, "invalid_target"))),
-            ("POST", "/https://r.example:00/x", Err(err(400, "invalid_target"))),
+            (
+                "POST",
+                "/http://127.0.0.1:0/x",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/https://r.example:00/x",
+                Err(err(400, "invalid_target")),
+            ),
             (
                 "POST",
                 "/https://exa mple.com/",

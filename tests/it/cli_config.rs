@@ -253,6 +253,18 @@ fn completions_and_version() {
         );
     }
 
+    // A reader that stops at once (`| head -1`) is not an error, nor a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["completions", "zsh"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+
     let out = hookrelay(&["--version"], &[]);
     let version = stdout(&out);
     let expected_commit = Command::new("git")
