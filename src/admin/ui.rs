@@ -7,7 +7,6 @@
 //! checks that no file names an external URL.
 
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -38,20 +37,27 @@ const SVG: &str = "image/svg+xml";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The dashboard's routes, to merge into the admin router.
+/// The dashboard's routes, to merge into the admin router. Refusals are the API's JSON errors
+/// (`bad_path`, `not_found`, `method_not_allowed`) like every other route's.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(|| async { asset("index.html") }))
         .route(
             "/ui/{file}",
-            get(|Path(file): Path<String>| async move { asset(&file) }),
+            get(|super::Segment(file): super::Segment| async move { asset(&file) }),
         )
+        .method_not_allowed_fallback(super::method_not_allowed)
 }
 
 fn asset(name: &str) -> Response {
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return (StatusCode::NOT_FOUND, "no such file in the dashboard\n").into_response();
+        return super::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no file `{name}` in the dashboard"),
+        )
+        .into_response();
     };
     (
         [

@@ -325,6 +325,10 @@ async fn every_bad_request_is_a_json_error_with_a_code() {
         ("POST", "/v1/hosts/nohost/pause", Some(""), 400, "bad_host"),
         ("GET", "/v1/nothing", None, 404, "no_route"),
         ("DELETE", "/v1/stats", None, 405, "method_not_allowed"),
+        // The dashboard's routes answer like the API's.
+        ("GET", "/ui/nope.js", None, 404, "not_found"),
+        ("POST", "/ui/", Some(""), 405, "method_not_allowed"),
+        ("DELETE", "/ui/app.js", None, 405, "method_not_allowed"),
     ];
     for (method, path, body, want_status, want_code) in cases {
         let mut req = sidecar
@@ -533,6 +537,7 @@ async fn a_path_segment_that_is_not_utf8_gets_a_json_error() {
         "/v1/deliveries/%FF",
         "/v1/batches/%FF",
         "/v1/hosts/%FF/pause",
+        "/ui/%FF",
     ] {
         let resp = if path.ends_with("pause") {
             sidecar
