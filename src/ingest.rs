@@ -424,7 +424,9 @@ impl Ingest {
                 let r = Reject::new(
                     422,
                     "idempotency_key_reused",
-                    "this Idempotency-Key was already used for this target with a different body",
+                    "this Idempotency-Key was already used for a different request to this target \
+                     (another body or method, another path under a named endpoint, or another \
+                     event); use a new key for a new webhook",
                 );
                 return json_response(r.status, r.body(), &[]);
             }
