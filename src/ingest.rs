@@ -149,9 +149,12 @@ impl Ingest {
                     _ => None,
                 };
                 let url = self.check_egress(target)?;
+                // Stored as parsed (`HTTP://h:80/a/../b` as `http://h/b`): the URL the
+                // request goes to, so listings, filters and replays by target find it as
+                // its host is counted and shown.
                 let record = DeliveryRecord::pending(
                     method.clone(),
-                    target.clone(),
+                    url.as_str().to_string(),
                     endpoint,
                     None,
                     header_key.clone(),

@@ -34,11 +34,18 @@ impl DeliveryFilter {
         self.matcher().matches(r)
     }
 
-    /// The filter ready to test many records: the target prefix is also redacted once here.
+    /// The filter ready to test many records: the target prefix is also redacted, and read as
+    /// a URL, once here.
     fn matcher(&self) -> Matcher<'_> {
+        let parsed = self.target_prefix.as_deref().and_then(|p| {
+            let u = url::Url::parse(p).ok()?;
+            let shown = crate::redact::target(u.as_str()).into_owned();
+            (matches!(u.scheme(), "http" | "https") && shown != p).then_some(shown)
+        });
         Matcher {
             filter: self,
             redacted_prefix: self.target_prefix.as_deref().map(crate::redact::target),
+            parsed_prefix: parsed,
         }
     }
 
@@ -60,6 +67,9 @@ impl DeliveryFilter {
 struct Matcher<'f> {
     filter: &'f DeliveryFilter,
     redacted_prefix: Option<std::borrow::Cow<'f, str>>,
+    /// The prefix as parsed, as targets are stored (`HTTP://H:80/x/../y` as `http://h/y`),
+    /// redacted; None when that changes nothing.
+    parsed_prefix: Option<String>,
 }
 
 impl Matcher<'_> {
@@ -75,6 +85,10 @@ impl Matcher<'_> {
                 shown.starts_with(p)
                     || self
                         .redacted_prefix
+                        .as_deref()
+                        .is_some_and(|q| shown.starts_with(q))
+                    || self
+                        .parsed_prefix
                         .as_deref()
                         .is_some_and(|q| shown.starts_with(q))
             })

@@ -559,3 +559,52 @@ async fn a_path_segment_that_is_not_utf8_gets_a_json_error() {
         assert_eq!(body["error"]["code"], "bad_path", "{path}");
     }
 }
+
+/// A target is stored as parsed, the URL the request goes to (`HTTP://h:80/x/../y` as
+/// `http://h/y`), so a listing shows it that way and a filter for its host or path finds it,
+/// however the app spelled it; a filter spelled another way finds it too.
+#[tokio::test]
+async fn targets_are_listed_and_filtered_as_parsed() {
+    let receiver = Receiver::ok().await;
+    let sidecar = Sidecar::start("").await;
+    let port = receiver.addr.port();
+    let spelled = [
+        format!("HTTP://127.0.0.1:{port}/upper"),
+        format!("http://127.0.0.1:{port}/x/../dots"),
+        format!("http://0x7f.1:{port}/hex"),
+    ];
+    let mut ids = Vec::new();
+    for target in &spelled {
+        ids.push(send_ok(&sidecar, target).await);
+    }
+    for id in &ids {
+        sidecar.wait_status(id, "delivered").await;
+    }
+    let shown: Vec<String> = list(&sidecar, "").await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["target"].as_str().unwrap().to_string())
+        .collect();
+    for path in ["/upper", "/dots", "/hex"] {
+        assert!(
+            shown.contains(&receiver.url(path)),
+            "{path} is listed as parsed: {shown:?}"
+        );
+    }
+    let found = |query: String| {
+        let sidecar = &sidecar;
+        async move {
+            list(sidecar, &query).await["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(found(format!("target={}", receiver.url("/"))).await, 3);
+    assert_eq!(
+        found(format!("target=HTTP://127.0.0.1:{port}/x/../do")).await,
+        1,
+        "a filter spelled otherwise is read as parsed too"
+    );
+}
