@@ -36,28 +36,45 @@ async fn applied(s: &AdminState) {
     let _ = ask_scheduler(s, Control::Applied).await;
 }
 
-/// Pausing again keeps the first pause's time and reason.
+/// The pause a pause request with `reason` leaves, and whether it must be stored. Pausing
+/// again keeps the first pause's time; a new reason replaces the old one, and no reason keeps
+/// it.
+fn paused_again(existing: Option<PauseRecord>, reason: Option<String>) -> (PauseRecord, bool) {
+    match existing {
+        None => (
+            PauseRecord {
+                since: clock::now_ms(),
+                reason,
+            },
+            true,
+        ),
+        Some(p) if reason.is_some() && reason != p.reason => (
+            PauseRecord {
+                since: p.since,
+                reason,
+            },
+            true,
+        ),
+        Some(p) => (p, false),
+    }
+}
+
+/// Pausing again keeps the first pause's time; a new reason replaces the old one.
 pub async fn pause(
     State(s): State<AdminState>,
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> Result<Response, ApiError> {
     let reason = params::reason(req.reason)?;
     let _in_order = s.pauses.lock().await;
-    let record = match s.store.pause().map_err(ApiError::store)? {
-        Some(existing) => existing,
-        None => {
-            let record = PauseRecord {
-                since: clock::now_ms(),
-                reason,
-            };
-            s.writer
-                .set_pause(None, Some(record.clone()))
-                .await
-                .map_err(ApiError::store)?;
-            tracing::warn!(reason = ?record.reason, "delivery paused by an operator");
-            record
-        }
-    };
+    let existing = s.store.pause().map_err(ApiError::store)?;
+    let (record, store) = paused_again(existing, reason);
+    if store {
+        s.writer
+            .set_pause(None, Some(record.clone()))
+            .await
+            .map_err(ApiError::store)?;
+        tracing::warn!(reason = ?record.reason, "delivery paused by an operator");
+    }
     let _ = s.control_tx.send(Control::Pause(true));
     applied(&s).await;
     Ok(axum::Json(json::pause(None, Some(&record))).into_response())
@@ -89,21 +106,14 @@ pub async fn host_pause(
         .into_iter()
         .find(|(h, _)| *h == host)
         .map(|(_, p)| p);
-    let record = match existing {
-        Some(p) => p,
-        None => {
-            let record = PauseRecord {
-                since: clock::now_ms(),
-                reason,
-            };
-            s.writer
-                .set_pause(Some(host.clone()), Some(record.clone()))
-                .await
-                .map_err(ApiError::store)?;
-            tracing::warn!(%host, reason = ?record.reason, "host paused by an operator");
-            record
-        }
-    };
+    let (record, store) = paused_again(existing, reason);
+    if store {
+        s.writer
+            .set_pause(Some(host.clone()), Some(record.clone()))
+            .await
+            .map_err(ApiError::store)?;
+        tracing::warn!(%host, reason = ?record.reason, "host paused by an operator");
+    }
     let _ = s.control_tx.send(Control::HostPause {
         host: host.clone(),
         paused: true,

@@ -68,6 +68,22 @@ async fn a_pause_holds_deliveries_across_a_restart_and_resume_drains_them() {
     let h = wait_host_pending(&sidecar, &name, 10).await;
     assert_eq!(h["in_progress"], 0);
     assert_eq!(receiver.count(), 0);
+    // Pausing again keeps the pause's time; a new reason replaces the old one, none keeps it.
+    let since = p["since"].clone();
+    let (_, again) = sidecar
+        .post_json("/v1/pause", json!({"reason": "still migrating"}))
+        .await;
+    assert_eq!(
+        (&again["since"], &again["reason"]),
+        (&since, &json!("still migrating"))
+    );
+    let (_, again) = sidecar.post_json("/v1/pause", json!({})).await;
+    assert_eq!(again["reason"], "still migrating");
+    let (_, p) = sidecar.get_json("/v1/pause").await;
+    assert_eq!(
+        (&p["since"], &p["reason"]),
+        (&since, &json!("still migrating"))
+    );
     // Gauges are right straight after the restart.
     let text = sidecar.metrics().await;
     assert_eq!(metric(&text, "hookrelay_paused"), Some(1.0));
