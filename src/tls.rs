@@ -75,12 +75,25 @@ pub fn read_identity(cert_path: &Path, key_path: &Path) -> Result<ClientIdentity
     })?;
     rustls::sign::CertifiedKey::new(chain.clone(), signer)
         .keys_match()
-        .map_err(|_| {
-            format!(
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
                 "the key in {} does not belong to the certificate in {}",
                 key_path.display(),
                 cert_path.display()
-            )
+            ),
+            rustls::Error::InconsistentKeys(_) => format!(
+                "the key in {} cannot be compared with the certificate in {}: {e}",
+                key_path.display(),
+                cert_path.display()
+            ),
+            // The certificate itself is refused: webpki (rustls's certificate parser) reads
+            // X.509 v3 only, and `openssl x509 -req` without `-extfile` makes a v1 one.
+            e => format!(
+                "{}: the first certificate cannot be used as a client certificate: {e} \
+                 (an X.509 v3 certificate is needed; `openssl x509 -req` makes one with \
+                 `-extfile` naming at least one extension, e.g. extendedKeyUsage=clientAuth)",
+                cert_path.display()
+            ),
         })?;
     let mut pem = Vec::new();
     for cert in &chain {
@@ -167,6 +180,20 @@ mod tests {
         );
         let e = read_roots(&garbage).unwrap_err();
         assert!(e.contains("certificate 1 is not usable"), "{e}");
+    }
+
+    /// An X.509 v1 certificate (what `openssl x509 -req` makes without `-extfile`) with its own
+    /// key: refused for what it is, not as a key that does not belong to it.
+    #[test]
+    fn a_v1_certificate_is_named_as_such() {
+        const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBGjCBwQIUSfqpetnA1R7+dzEV3ufEC/9IchIwCgYIKoZIzj0EAwIwDTELMAkG\nA1UEAwwCY2EwIBcNMjYxMTI5MTIxODAyWhgPMjEyNjExMDUxMjE4MDJaMBExDzAN\nBgNVBAMMBmNsaWVudDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABN9EoEst3Iui\nXScOBVmLxbUyRlwvnyPo7jnBU6mGQ7pjw3dU2fqweVZBrV6rhEww6VKLOE4JEdUB\nklDEOB+m8VEwCgYIKoZIzj0EAwIDSAAwRQIhANtMBzwcv91JDFHKdl4X92jwstcj\nLvEOPTkf5Wy5G/+MAiBA5Tiiq7aOX/OMEYBrXKrIl6BtH0Rr+RgedmZKckKgAg==\n-----END CERTIFICATE-----\n";
+        const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghg6iBGF4/hUDTlgD\n1WEGo7tg8uIODHe0GDtBb365I2ShRANCAATfRKBLLdyLol0nDgVZi8W1MkZcL58j\n6O45wVOphkO6Y8N3VNn6sHlWQa1eq4RMMOlSizhOCRHVAZJQxDgfpvFR\n-----END PRIVATE KEY-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        let cert = write(dir.path(), "v1.pem", V1_CERT);
+        let key = write(dir.path(), "v1.key", V1_KEY);
+        let e = read_identity(&cert, &key).err().expect("refused");
+        assert!(e.contains("X.509 v3"), "{e}");
+        assert!(!e.contains("does not belong"), "{e}");
     }
 
     #[test]
