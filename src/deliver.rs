@@ -256,8 +256,10 @@ impl Deliverer {
                 next_at: finished.saturating_add(clock::duration_ms(delay)),
             },
         };
+        // From now, not from the attempt's start: the scheduler applies it at once, on the
+        // same clock, even if that stepped while the request was out.
         let hold_host_until = classify::host_hold(&outcome, policy.max_delay)
-            .map(|d| finished.saturating_add(clock::duration_ms(d)));
+            .map(|d| clock::now_ms().saturating_add(clock::duration_ms(d)));
         let report = HostReport {
             signal: classify::host_signal(classification),
             hold_host_until,

@@ -240,12 +240,25 @@ fn hide_path(host: &str, path: &str) -> Option<String> {
 
 /// `query` with the value of each credential-looking parameter as [`HIDDEN`]; `None` when
 /// none is.
-/// For text with a `scheme://` that is not an http(s) URL (a configuration value with another
-/// scheme, or no host): userinfo and credential-looking query and fragment values hidden by
-/// the text alone, so an error about the value does not print what it was meant to keep. None
-/// if nothing was (or the text has no `://`: an e-mail address is not userinfo).
+/// For text with a `scheme:` and slashes that is not an http(s) URL as parsed (another scheme,
+/// no host, a bad port): userinfo, credential-looking query and fragment values, and the path
+/// tokens `hide_path` knows, hidden by the text alone, so an error about the value does not
+/// print what it was meant to keep. None if nothing was (or the text has no `scheme:` followed
+/// by a slash or backslash: an e-mail address is not userinfo).
 fn hide_by_text(text: &str) -> Option<String> {
-    let (scheme, rest) = text.split_at(text.find("://")? + 3);
+    let colon = text.find(':')?;
+    let scheme = &text[..colon];
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let after = &text[colon + 1..];
+    // The URL parser takes any mix of slashes and backslashes after an http(s) scheme.
+    let slashes = after.len() - after.trim_start_matches(['/', '\\']).len();
+    if !scheme_ok || slashes == 0 {
+        return None;
+    }
+    let (head, rest) = text.split_at(colon + 1 + slashes);
     let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
     let (authority, rest) = rest.split_at(end);
     let (path, rest) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
@@ -255,22 +268,27 @@ fn hide_by_text(text: &str) -> Option<String> {
             .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
         None => (None, rest.strip_prefix('#')),
     };
-    let user = authority.rfind('@').map(|i| &authority[i + 1..]);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host_port,
+    };
+    let user = authority.contains('@');
+    let path_hidden = hide_path(&host.to_ascii_lowercase(), &path.replace('\\', "/"));
     let query_hidden = query.and_then(hide_params);
     let fragment_hidden = fragment.and_then(hide_params);
-    if user.is_none() && query_hidden.is_none() && fragment_hidden.is_none() {
+    if !user && path_hidden.is_none() && query_hidden.is_none() && fragment_hidden.is_none() {
         return None;
     }
-    let mut shown = scheme.to_string();
-    match user {
-        Some(host) => {
-            shown.push_str(HIDDEN);
-            shown.push('@');
-            shown.push_str(host);
-        }
-        None => shown.push_str(authority),
+    let mut shown = head.to_string();
+    if user {
+        shown.push_str(HIDDEN);
+        shown.push('@');
+        shown.push_str(host_port);
+    } else {
+        shown.push_str(authority);
     }
-    shown.push_str(path);
+    shown.push_str(path_hidden.as_deref().unwrap_or(path));
     if let Some(q) = query {
         shown.push('?');
         shown.push_str(query_hidden.as_deref().unwrap_or(q));
@@ -400,6 +418,14 @@ mod tests {
             ),
             ("ftp://h.example/p@q", "ftp://h.example/p@q"),
             ("ops@example.com", "ops@example.com"),
+            ("note: see a@b", "note: see a@b"),
+            // One slash or backslashes, with a port the parser refuses.
+            ("https:/user:secret@host:99999/x", "https:/***@host:99999/x"),
+            ("http:\\user:secret@h:99999/", "http:\\***@h:99999/"),
+            (
+                "https://hooks.slack.com:99999/services/T0/B0/XyZsecret",
+                "https://hooks.slack.com:99999/services/T0/B0/***",
+            ),
         ];
         for (given, shown) in cases {
             assert_eq!(target(given), shown, "{given}");

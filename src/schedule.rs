@@ -391,6 +391,7 @@ impl Queue {
         now: u64,
         paced_at: Option<u64>,
     ) -> Option<HostHealthView> {
+        self.observe(now);
         let breaker = self.breaker;
         let hq = self.hosts.get_mut(host)?;
         debug_assert!(
@@ -448,12 +449,19 @@ impl Queue {
         self.refresh(&key);
     }
 
-    /// Takes the next delivery that is due at `now`, marking it in flight.
-    pub fn pop_due(&mut self, now: u64) -> Option<(Id, Host)> {
+    /// Notes the clock's `now`; an earlier one than before means it stepped back. Called by
+    /// every entry point that sets or reads a hold (starts and releases), so a hold set after
+    /// a step is never shifted again.
+    fn observe(&mut self, now: u64) {
         if now < self.latest_now {
             self.clock_stepped_back(now);
         }
         self.latest_now = now;
+    }
+
+    /// Takes the next delivery that is due at `now`, marking it in flight.
+    pub fn pop_due(&mut self, now: u64) -> Option<(Id, Host)> {
+        self.observe(now);
         let (at, _, host) = self.ready.first()?.clone();
         if at > now {
             return None;
@@ -1564,6 +1572,44 @@ mod tests {
         assert_eq!(q.pop_due(now).map(|x| x.0), Some(Id(1)));
         // The clock steps back an hour: Id(2) was due long ago and still goes at once.
         assert_eq!(q.pop_due(now - 3_600_000).map(|x| x.0), Some(Id(2)));
+    }
+
+    /// A hold set by a release after the clock stepped back, and before any start saw the step,
+    /// is on the new clock already: it is not shifted again.
+    #[test]
+    fn holds_set_after_the_clock_stepped_back_are_not_shifted_again() {
+        let policy = BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 30_000,
+        };
+        let mut q = Queue::new(8).with_breaker(policy);
+        let now = 10_000_000;
+        q.push("down:80", now, Id(1));
+        q.push("held:80", now, Id(2));
+        let (_, down) = q.pop_due(now).unwrap();
+        let (_, held) = q.pop_due(now).unwrap();
+        // The clock steps back an hour while both are out; their answers come first.
+        let back = now - 3_600_000;
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            ..HostReport::NEUTRAL
+        };
+        q.release(&down, failed, back);
+        q.finish(&down, Id(1), Some(back));
+        let hold = HostReport {
+            hold_host_until: Some(back + 60_000),
+            ..HostReport::NEUTRAL
+        };
+        q.release(&held, hold, back);
+        q.finish(&held, Id(2), Some(back));
+        assert_eq!(q.pop_due(back + 1), None, "probe in 30 s, hold for 60 s");
+        assert_eq!(
+            q.pop_due(back + 30_000).map(|x| x.0),
+            Some(Id(1)),
+            "the probe"
+        );
+        assert_eq!(q.pop_due(back + 59_999), None);
+        assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(2)));
     }
 
     /// A rate limit's pace, a `Retry-After` hold and an open circuit's probe time keep the

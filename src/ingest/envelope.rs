@@ -30,6 +30,11 @@ pub fn parse(body: &[u8]) -> Result<Envelope, Reject> {
             "`type` must be 1 to 255 bytes long (in UTF-8)".into(),
         ));
     }
+    // Kept raw, but checked as a `Value` is: at most 128 levels deep, strings that decode
+    // (no lone surrogate), numbers within what an `f64` reaches. So what was refused before
+    // the payload was kept raw still is, and `identity` walks only such text.
+    serde_json::from_str::<serde_json::Value>(env.payload.get())
+        .map_err(|e| invalid(format!("`payload` is not valid JSON: {e}")))?;
     if let Some(key) = &env.idempotency_key {
         validate_idempotency_key(key)?;
     }
@@ -92,74 +97,175 @@ pub fn delivery_body(event_id: &str, env: &Envelope, created_at: &str) -> Vec<u8
 /// two, though an `f64` cannot tell them apart).
 ///
 /// The form is the one the versions before wrote (`serde_json`'s sorted keys and its printing
-/// of each number: `10.50` as `10.5`, `1e2` as `100.0`, an integer apart from a float) for
-/// every number that `u64`, `i64` or `f64` holds exactly, so a claim stored by them still
-/// matches; a number none of them holds is written as its exact value.
+/// of each number: `10.50` as `10.5`, `1e2` as `100.0`, an integer apart from a float), so a
+/// claim stored by them still matches, for every number whose value that printing keeps; any
+/// other number (one `u64`, `i64` and `f64` cannot hold, or written out past the digits an
+/// `f64` prints, such as 2^64 in full) is written as its exact value.
 pub fn identity(env: &Envelope) -> Vec<u8> {
-    let mut out = Vec::with_capacity(env.payload.get().len() + env.event_type.len() + 8);
+    let raw = env.payload.get();
+    let mut out = Vec::with_capacity(raw.len() + env.event_type.len() + 8);
     out.push(b'[');
     // Writing a string into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, &env.event_type);
     out.push(b',');
-    if canonical(env.payload.get(), &mut out).is_err() {
-        // Not reachable for a payload that parsed; the raw text still identifies it.
-        out.extend_from_slice(env.payload.get().as_bytes());
+    let mut payload = Vec::with_capacity(raw.len());
+    let mut cursor = Cursor {
+        text: raw.as_bytes(),
+        at: 0,
+    };
+    match cursor.value(&mut payload) {
+        Ok(()) => out.extend_from_slice(&payload),
+        // Not reached for a payload `parse` accepted (it checked it as a `Value`); the raw
+        // text still identifies it.
+        Err(()) => out.extend_from_slice(raw.as_bytes()),
     }
     out.push(b']');
     out
 }
 
-/// Appends the canonical form of the JSON value `raw` (valid JSON) to `out`.
-fn canonical(raw: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let raw = raw.trim();
-    match raw.as_bytes().first() {
-        Some(b'{') => {
-            // Sorted by key; a repeated key keeps its last value (as `serde_json::Value` does).
-            let map: BTreeMap<String, &RawValue> = serde_json::from_str(raw)?;
-            out.push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, k)?;
-                out.push(b':');
-                canonical(v.get(), out)?;
-            }
-            out.push(b'}');
+/// One pass over a JSON text that `parse` has checked (valid, at most 128 levels deep),
+/// writing each value in its canonical form.
+struct Cursor<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn skip_space(&mut self) {
+        while self
+            .text
+            .get(self.at)
+            .is_some_and(|b| b.is_ascii_whitespace())
+        {
+            self.at += 1;
         }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(v.get(), out)?;
-            }
-            out.push(b']');
-        }
-        Some(b'"') => {
-            let s: String = serde_json::from_str(raw)?;
-            serde_json::to_writer(&mut *out, &s)?;
-        }
-        Some(b'-' | b'0'..=b'9') => {
-            let exact = exact_number(raw);
-            // serde_json's own printing where it holds the number exactly (the earlier form).
-            match serde_json::from_str::<serde_json::Number>(raw) {
-                Ok(n) if exact_number(&n.to_string()) == exact => {
-                    out.extend_from_slice(n.to_string().as_bytes())
-                }
-                _ => out.extend_from_slice(exact.as_bytes()),
-            }
-        }
-        // true, false, null
-        _ => out.extend_from_slice(raw.as_bytes()),
     }
-    Ok(())
+
+    fn next_is(&mut self, byte: u8) -> bool {
+        self.skip_space();
+        let found = self.text.get(self.at) == Some(&byte);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+        self.skip_space();
+        match *self.text.get(self.at).ok_or(())? {
+            b'{' => {
+                self.at += 1;
+                // Sorted by key; a repeated key keeps its last value, as a `Value` does.
+                let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                if !self.next_is(b'}') {
+                    loop {
+                        self.skip_space();
+                        let key = self.string()?;
+                        if !self.next_is(b':') {
+                            return Err(());
+                        }
+                        let mut value = Vec::new();
+                        self.value(&mut value)?;
+                        members.insert(key, value);
+                        if self.next_is(b'}') {
+                            break;
+                        }
+                        if !self.next_is(b',') {
+                            return Err(());
+                        }
+                    }
+                }
+                out.push(b'{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key).map_err(drop)?;
+                    out.push(b':');
+                    out.extend_from_slice(value);
+                }
+                out.push(b'}');
+            }
+            b'[' => {
+                self.at += 1;
+                out.push(b'[');
+                if !self.next_is(b']') {
+                    loop {
+                        self.value(out)?;
+                        if self.next_is(b']') {
+                            break;
+                        }
+                        if !self.next_is(b',') {
+                            return Err(());
+                        }
+                        out.push(b',');
+                    }
+                }
+                out.push(b']');
+            }
+            b'"' => {
+                let s = self.string()?;
+                serde_json::to_writer(&mut *out, &s).map_err(drop)?;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = self.at;
+                while self
+                    .text
+                    .get(self.at)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    self.at += 1;
+                }
+                let raw = std::str::from_utf8(&self.text[start..self.at]).map_err(drop)?;
+                number(raw, out);
+            }
+            _ => {
+                // true, false, null
+                let start = self.at;
+                while self.text.get(self.at).is_some_and(u8::is_ascii_alphabetic) {
+                    self.at += 1;
+                }
+                out.extend_from_slice(&self.text[start..self.at]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The string at the cursor (its opening quote), decoded.
+    fn string(&mut self) -> Result<String, ()> {
+        let start = self.at;
+        if self.text.get(start) != Some(&b'"') {
+            return Err(());
+        }
+        let mut i = start + 1;
+        loop {
+            match *self.text.get(i).ok_or(())? {
+                b'\\' => i += 2,
+                b'"' => break,
+                _ => i += 1,
+            }
+        }
+        self.at = i + 1;
+        serde_json::from_slice(&self.text[start..self.at]).map_err(drop)
+    }
+}
+
+/// Appends a number's canonical form: serde_json's printing of it where that keeps its value
+/// (the earlier form), its exact value otherwise.
+fn number(raw: &str, out: &mut Vec<u8>) {
+    let exact = exact_number(raw);
+    match serde_json::from_str::<serde_json::Number>(raw) {
+        Ok(n) if exact_number(&n.to_string()) == exact => {
+            out.extend_from_slice(n.to_string().as_bytes())
+        }
+        _ => out.extend_from_slice(exact.as_bytes()),
+    }
 }
 
 /// A JSON number's exact value as `[-]DIGITSeEXP` with no leading or trailing zeros in
 /// DIGITS (`0` for zero, of either sign), so two spellings of one value give one string.
+/// (The raw text, for an exponent too large to work with: no value but its own spellings
+/// can meet it.)
 fn exact_number(raw: &str) -> String {
     let (negative, rest) = match raw.strip_prefix('-') {
         Some(r) => (true, r),
@@ -170,18 +276,22 @@ fn exact_number(raw: &str) -> String {
         None => (rest, "0"),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let Ok(exp) = exp.trim_start_matches('+').parse::<i128>() else {
-        // An exponent beyond i128: no other spelling of it is worth telling apart.
-        return raw.to_string();
-    };
     let digits = format!("{int}{frac}");
     let digits = digits.trim_start_matches('0');
     if digits.is_empty() {
         return "0".into();
     }
     let trimmed = digits.trim_end_matches('0');
-    let exp = exp - frac.len() as i128 + (digits.len() - trimmed.len()) as i128;
-    format!("{}{trimmed}e{exp}", if negative { "-" } else { "" })
+    let exp = exp
+        .trim_start_matches('+')
+        .parse::<i64>()
+        .ok()
+        .and_then(|e| e.checked_sub(i64::try_from(frac.len()).ok()?))
+        .and_then(|e| e.checked_add(i64::try_from(digits.len() - trimmed.len()).ok()?));
+    match exp {
+        Some(exp) => format!("{}{trimmed}e{exp}", if negative { "-" } else { "" }),
+        None => raw.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -267,7 +377,6 @@ mod tests {
             ("1", "2"),
             (r#"{"a":1}"#, r#"{"a":"1"}"#),
             ("[1,2]", "[2,1]"),
-            ("1e400", "1e401"),
             // As before: an integer and a float are told apart, and so are 0 and -0.
             ("1", "1.0"),
             ("0", "-0"),
@@ -293,6 +402,46 @@ mod tests {
             let earlier = serde_json::to_vec(&("t", &value)).unwrap();
             assert_eq!(id_of(payload), earlier, "{payload}");
         }
+    }
+
+    /// Kept raw, the payload is still checked as a `Value` is: too deep, a lone surrogate, a
+    /// number beyond an `f64` are refused, and what passes is walked without recursion limits
+    /// of its own to worry about.
+    #[test]
+    fn a_payload_a_value_would_refuse_is_refused() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"type":"t","payload":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let deep = parse(nested(127).as_bytes()).unwrap();
+        assert!(identity(&deep).ends_with(&"]".repeat(128).into_bytes()));
+        for bad in [
+            nested(200),
+            nested(50_000),
+            r#"{"type":"t","payload":{"a":"\ud800"}}"#.to_string(),
+            r#"{"type":"t","payload":1e400}"#.to_string(),
+        ] {
+            let err = parse(bad.as_bytes()).unwrap_err();
+            assert_eq!((err.status, err.code), (400, "invalid_event"), "{bad:.60}");
+        }
+    }
+
+    /// Exponents at the ends of what the arithmetic holds do not wrap into another value.
+    #[test]
+    fn exact_numbers_do_not_overflow() {
+        let max = format!("10e{}", i64::MAX);
+        let min = format!("1e{}", i64::MIN);
+        assert_ne!(exact_number(&max), exact_number(&min));
+        assert_eq!(exact_number(&max), max, "kept as written");
+        assert_ne!(
+            exact_number(&format!("0.5e{}", i64::MIN)),
+            exact_number(&format!("5e{}", i64::MAX))
+        );
+        assert_eq!(exact_number("-0.000"), "0");
+        assert_eq!(exact_number("12.3400e+2"), "1234e0");
     }
 
     /// The payload reaches the receiver as the app wrote it, numbers and all.
