@@ -1478,21 +1478,24 @@ mod tests {
         join.join().unwrap();
     }
 
+    /// Replays `id` (a real batch, not a dry run); the batch's id.
+    async fn replay_one(writer: &WriterHandle, id: Id) -> Id {
+        let w = ReplayWrite {
+            requested: vec![(DeliveryId(id).to_string(), Some(id))],
+            filter: None,
+            dry_run: false,
+            reason: None,
+        };
+        writer.replay(w).await.unwrap().0
+    }
+
     /// A replay batch's audit record is pruned with the finished deliveries, once it is older
     /// than the retention, and not before.
     #[tokio::test]
     async fn prune_removes_replay_batches_older_than_the_retention() {
         let (_dir, store, writer, join) = started();
         let id = failed_delivery(&writer).await;
-        let (batch, _) = writer
-            .replay(ReplayWrite {
-                requested: vec![(DeliveryId(id).to_string(), Some(id))],
-                filter: None,
-                dry_run: false,
-                reason: None,
-            })
-            .await
-            .unwrap();
+        let batch = replay_one(&writer, id).await;
         let retention = 60_000;
         let kept = writer
             .prune(batch.ms() + retention - 1, retention)
@@ -1514,15 +1517,7 @@ mod tests {
         assert!(store.batches(None, 10).unwrap().is_empty());
         // A time past what an id's 48 bits of milliseconds hold prunes everything, without
         // wrapping around to a small cutoff.
-        let (again, _) = writer
-            .replay(ReplayWrite {
-                requested: vec![(DeliveryId(id).to_string(), Some(id))],
-                filter: None,
-                dry_run: false,
-                reason: None,
-            })
-            .await
-            .unwrap();
+        let again = replay_one(&writer, id).await;
         let pruned = writer.prune((1 << 48) + 5, 0).await.unwrap();
         assert_eq!(pruned.batches, 1);
         assert!(store.batch(again).unwrap().is_none());
