@@ -271,7 +271,7 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             match runtime.block_on(operate(operator)) {
                 Ok(text) => {
-                    out(&text);
+                    out(&render::terminal_safe(&text));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -525,7 +525,9 @@ fn path_segment(s: &str) -> String {
 
 /// Writes to stdout. A reader that stopped reading (`hookrelay deliveries list | head`) is
 /// not an error: what was asked was done (a replay batch, say, is created), so the rest of the
-/// output is dropped and the command still succeeds, instead of `print!`'s panic.
+/// output is dropped and the command still succeeds, instead of `print!`'s panic. Any other
+/// failure to write (a full disk: `hookrelay config new-secret > secret.txt`) ends the command
+/// with exit code 1, so a script does not go on without what it asked for.
 pub(crate) fn out(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -535,6 +537,7 @@ pub(crate) fn out(text: &str) {
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("hookrelay: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 

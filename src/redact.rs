@@ -300,6 +300,44 @@ fn hide_by_text(text: &str) -> Option<String> {
     Some(shown)
 }
 
+/// A configuration value meant to be a URL, as `config show` and `config check` print it: as
+/// [`target`] shows it when it is one; when it is not (no scheme, a mistyped one), everything
+/// before the last `@` ahead of its query is taken for userinfo and hidden, and so are
+/// credential-looking query and fragment values. A value that is not a URL has nothing that
+/// tells its parts apart, so this hides more rather than less.
+pub fn url_value(text: &str) -> Cow<'_, str> {
+    let shown = target(text);
+    if shown != text || url::Url::parse(text).is_ok_and(|u| u.has_host()) {
+        return shown;
+    }
+    let head_end = text.find(['?', '#']).unwrap_or(text.len());
+    let (head, rest) = text.split_at(head_end);
+    let head = match head.rfind('@') {
+        Some(i) => Cow::Owned(format!("{HIDDEN}{}", &head[i..])),
+        None => Cow::Borrowed(head),
+    };
+    let (query, fragment) = match rest.strip_prefix('?') {
+        Some(q) => q
+            .split_once('#')
+            .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
+        None => (None, rest.strip_prefix('#')),
+    };
+    let mut out = head.into_owned();
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(hide_params(q).as_deref().unwrap_or(q));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(hide_params(f).as_deref().unwrap_or(f));
+    }
+    if out == text {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(out)
+    }
+}
+
 fn hide_params(query: &str) -> Option<String> {
     let mut hid = false;
     let parts: Vec<Cow<'_, str>> = query
@@ -429,6 +467,32 @@ mod tests {
         ];
         for (given, shown) in cases {
             assert_eq!(target(given), shown, "{given}");
+        }
+    }
+
+    /// A configuration URL that does not parse as one still has its credentials hidden.
+    #[test]
+    fn url_values_that_are_not_urls_hide_what_looks_like_credentials() {
+        let cases = [
+            (
+                "//u:PASSWORD5@host/?access_token=QUERYSECRET5",
+                "***@host/?access_token=***",
+            ),
+            ("carol:PASSWORD4@host?sig=X", "***@host?sig=***"),
+            (
+                "host/?access_token=X&page=2",
+                "host/?access_token=***&page=2",
+            ),
+            ("127.0.0.1:38251/x?token=X", "127.0.0.1:38251/x?token=***"),
+            ("http//u:PW@host/?token=X", "***@host/?token=***"),
+            ("mailto:PW@x?key=X", "***@x?key=***"),
+            ("host/path", "host/path"),
+            // A URL is shown as `target` shows it.
+            ("https://u:p@h.example/x", "https://***@h.example/x"),
+            ("https://h.example/p@q", "https://h.example/p@q"),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(url_value(given), shown, "{given}");
         }
     }
 

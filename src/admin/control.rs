@@ -37,8 +37,8 @@ async fn applied(s: &AdminState) {
 }
 
 /// The pause a pause request with `reason` leaves, and whether it must be stored. Pausing
-/// again keeps the first pause's time; a new reason replaces the old one, and no reason keeps
-/// it.
+/// again keeps the first pause's time; a new reason replaces the old one, and no reason (or an
+/// empty one) keeps it.
 fn paused_again(existing: Option<PauseRecord>, reason: Option<String>) -> (PauseRecord, bool) {
     match existing {
         None => (
@@ -48,13 +48,17 @@ fn paused_again(existing: Option<PauseRecord>, reason: Option<String>) -> (Pause
             },
             true,
         ),
-        Some(p) if reason.is_some() && reason != p.reason => (
-            PauseRecord {
-                since: p.since,
-                reason,
-            },
-            true,
-        ),
+        Some(p)
+            if reason.as_deref().is_some_and(|r| !r.trim().is_empty()) && reason != p.reason =>
+        {
+            (
+                PauseRecord {
+                    since: p.since,
+                    reason,
+                },
+                true,
+            )
+        }
         Some(p) => (p, false),
     }
 }

@@ -256,7 +256,11 @@ fn shown(path: &[String], value: &Value) -> String {
     if let Value::String(_, s) = value {
         // A URL's credentials hidden as listings show them (userinfo as `***@`, credential-
         // looking query values as `***`); anything with nothing to hide printed as written,
-        // so the output loads back as the same configuration.
+        // so the output loads back as the same configuration. A value under a `url` key is
+        // hidden even when it is not a URL (the error names it, and it was meant to be one).
+        if path.last().is_some_and(|k| k == "url") {
+            return toml_str(&crate::redact::url_value(s));
+        }
         return toml_str(&crate::redact::target(s));
     }
     toml::Value::try_from(value)

@@ -33,6 +33,26 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A JSON scalar as a cell: strings bare, null as `-`.
+/// Text from the sidecar (a pause reason, a response snippet, a header) as it may reach a
+/// terminal: control characters other than newline and tab are written as escapes (`\u{1b}`),
+/// so stored text cannot move the cursor, recolour or retitle the operator's terminal.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -408,6 +428,20 @@ mod tests {
             text.starts_with("no endpoints are configured") && text.contains(": old\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn text_from_the_sidecar_cannot_drive_the_terminal() {
+        let p = pause(
+            &json!({"paused": true, "since": "t", "reason": "\u{1b}[31mRED\u{1b}[0m\u{7}", "host": null}),
+        );
+        let safe = terminal_safe(&p);
+        assert!(
+            !safe.contains('\u{1b}') && !safe.contains('\u{7}'),
+            "{safe:?}"
+        );
+        assert!(safe.contains("\\u{1b}[31mRED"), "{safe}");
+        assert_eq!(terminal_safe("a\tb\nc"), "a\tb\nc");
     }
 
     #[test]

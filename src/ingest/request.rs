@@ -150,6 +150,12 @@ pub fn validate_target(target: &str) -> Result<url::Url, Reject> {
             format!("`{target}` is not an absolute http(s) URL: {why}"),
         )
     };
+    // A request line cannot hold them; a lenient parser let one through.
+    if target.contains(|c: char| c == ' ' || c.is_control()) {
+        return Err(bad(
+            "it holds a space or a control character (percent-encode it)",
+        ));
+    }
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err(bad(
@@ -531,6 +537,16 @@ mod tests {
             (
                 "POST",
                 "/https://r.example:00/x",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/http://r.example/h i",
+                Err(err(400, "invalid_target")),
+            ),
+            (
+                "POST",
+                "/http://r.example/h\ti",
                 Err(err(400, "invalid_target")),
             ),
             (

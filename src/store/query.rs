@@ -39,7 +39,13 @@ impl DeliveryFilter {
     fn matcher(&self) -> Matcher<'_> {
         let parsed = self.target_prefix.as_deref().and_then(|p| {
             let u = url::Url::parse(p).ok()?;
-            let shown = crate::redact::target(u.as_str()).into_owned();
+            let mut shown = crate::redact::target(u.as_str()).into_owned();
+            // A prefix that stops at the host (`HTTP://127.0.0.1`) parses with a `/` the stored
+            // targets of its ports do not have there: it matches them as the raw one would.
+            let bare = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
+            if bare && !p.ends_with(['/', '\\']) && shown.ends_with('/') {
+                shown.pop();
+            }
             (matches!(u.scheme(), "http" | "https") && shown != p).then_some(shown)
         });
         Matcher {

@@ -602,6 +602,10 @@ async fn targets_are_listed_and_filtered_as_parsed() {
         }
     };
     assert_eq!(found(format!("target={}", receiver.url("/"))).await, 3);
+    // A host alone, spelled otherwise, without the port: every port of that host.
+    for host in ["HTTP://127.0.0.1", "http://0x7f.1", "http://2130706433"] {
+        assert_eq!(found(format!("target={host}")).await, 3, "{host}");
+    }
     assert_eq!(
         found(format!("target=HTTP://127.0.0.1:{port}/x/../do")).await,
         1,

@@ -134,6 +134,28 @@ fn config_show_prints_origins_and_redacts_secrets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("jitter = 5.0  # env HOOKRELAY_RETRY__JITTER"));
     assert!(stderr(&out).contains("retry.jitter"));
+
+    // An endpoint URL that is not a URL at all still has its credentials hidden, by
+    // `config show` and by `config check`'s report of the bad value.
+    for url in [
+        "//u:PASSWORD5@host/?access_token=QUERYSECRET5",
+        "ftp://u:PASSWORD5@host/?access_token=QUERYSECRET5",
+    ] {
+        let env = [("HOOKRELAY_ENDPOINTS__A__URL", url)];
+        for command in ["show", "check"] {
+            let out = hookrelay(&["config", command], &env);
+            assert_eq!(out.status.code(), Some(2), "{command} {url}");
+            let printed = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(
+                printed.contains("endpoints.a") || printed.contains("url ="),
+                "{printed}"
+            );
+            assert!(
+                !printed.contains("PASSWORD5") && !printed.contains("QUERYSECRET5"),
+                "{command} {url}: {printed}"
+            );
+        }
+    }
 }
 
 /// `config new-secret` makes keys the configuration accepts, and `config public-keys` prints the
@@ -264,6 +286,24 @@ fn completions_and_version() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // Output that cannot be written (a full disk) is an error: exit code 1, and why.
+    for args in [&["completions", "zsh"][..], &["config", "new-secret"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot write the output"),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     let out = hookrelay(&["--version"], &[]);
     let version = stdout(&out);

@@ -77,8 +77,10 @@ async fn a_pause_holds_deliveries_across_a_restart_and_resume_drains_them() {
         (&again["since"], &again["reason"]),
         (&since, &json!("still migrating"))
     );
-    let (_, again) = sidecar.post_json("/v1/pause", json!({})).await;
-    assert_eq!(again["reason"], "still migrating");
+    for empty in [json!({}), json!({"reason": null}), json!({"reason": ""})] {
+        let (_, again) = sidecar.post_json("/v1/pause", empty.clone()).await;
+        assert_eq!(again["reason"], "still migrating", "{empty}");
+    }
     let (_, p) = sidecar.get_json("/v1/pause").await;
     assert_eq!(
         (&p["since"], &p["reason"]),
