@@ -262,12 +262,8 @@ fn hide_by_text(text: &str) -> Option<String> {
     let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
     let (authority, rest) = rest.split_at(end);
     let (path, rest) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
-    let (query, fragment) = match rest.strip_prefix('?') {
-        Some(q) => q
-            .split_once('#')
-            .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
-        None => (None, rest.strip_prefix('#')),
-    };
+    let mut tail = String::new();
+    let tail_hidden = push_tail(&mut tail, rest);
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
     let host = match host_port.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -275,9 +271,7 @@ fn hide_by_text(text: &str) -> Option<String> {
     };
     let user = authority.contains('@');
     let path_hidden = hide_path(&host.to_ascii_lowercase(), &path.replace('\\', "/"));
-    let query_hidden = query.and_then(hide_params);
-    let fragment_hidden = fragment.and_then(hide_params);
-    if !user && path_hidden.is_none() && query_hidden.is_none() && fragment_hidden.is_none() {
+    if !user && path_hidden.is_none() && !tail_hidden {
         return None;
     }
     let mut shown = head.to_string();
@@ -289,15 +283,29 @@ fn hide_by_text(text: &str) -> Option<String> {
         shown.push_str(authority);
     }
     shown.push_str(path_hidden.as_deref().unwrap_or(path));
-    if let Some(q) = query {
-        shown.push('?');
-        shown.push_str(query_hidden.as_deref().unwrap_or(q));
-    }
-    if let Some(f) = fragment {
-        shown.push('#');
-        shown.push_str(fragment_hidden.as_deref().unwrap_or(f));
-    }
+    shown.push_str(&tail);
     Some(shown)
+}
+
+/// Appends `rest` (empty, or a `?query` and/or `#fragment`) to `out` with credential-looking
+/// parameter values hidden; whether any was.
+fn push_tail(out: &mut String, rest: &str) -> bool {
+    let (query, fragment) = match rest.strip_prefix('?') {
+        Some(q) => q
+            .split_once('#')
+            .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
+        None => (None, rest.strip_prefix('#')),
+    };
+    let mut hid = false;
+    for (mark, part) in [('?', query), ('#', fragment)] {
+        if let Some(part) = part {
+            let hidden = hide_params(part);
+            hid |= hidden.is_some();
+            out.push(mark);
+            out.push_str(hidden.as_deref().unwrap_or(part));
+        }
+    }
+    hid
 }
 
 /// A configuration value meant to be a URL, as `config show` and `config check` print it: as
@@ -316,21 +324,8 @@ pub fn url_value(text: &str) -> Cow<'_, str> {
         Some(i) => Cow::Owned(format!("{HIDDEN}{}", &head[i..])),
         None => Cow::Borrowed(head),
     };
-    let (query, fragment) = match rest.strip_prefix('?') {
-        Some(q) => q
-            .split_once('#')
-            .map_or((Some(q), None), |(q, f)| (Some(q), Some(f))),
-        None => (None, rest.strip_prefix('#')),
-    };
     let mut out = head.into_owned();
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(hide_params(q).as_deref().unwrap_or(q));
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(hide_params(f).as_deref().unwrap_or(f));
-    }
+    push_tail(&mut out, rest);
     if out == text {
         Cow::Borrowed(text)
     } else {

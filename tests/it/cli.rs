@@ -209,24 +209,19 @@ async fn a_closed_output_pipe_is_not_a_crash() {
     let receiver = Receiver::ok().await;
     sidecar.send(&receiver.url("/a"), "{}", None).await;
     let url = format!("http://{}", sidecar.admin);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args([
-            "deliveries",
-            "list",
-            "--json",
-            "--admin-url",
-            &url,
-            "--token",
-            TOKEN,
-        ])
-        .env_remove("HOOKRELAY_ADMIN__TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Closed before the command can have written anything: its write meets a broken pipe.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdout_closed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args([
+                "deliveries",
+                "list",
+                "--json",
+                "--admin-url",
+                &url,
+                "--token",
+                TOKEN,
+            ])
+            .env_remove("HOOKRELAY_ADMIN__TOKEN"),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -276,14 +276,9 @@ fn completions_and_version() {
     }
 
     // A reader that stops at once (`| head -1`) is not an error, nor a panic.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["completions", "zsh"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdout_closed(
+        Command::new(env!("CARGO_BIN_EXE_hookrelay")).args(["completions", "zsh"]),
+    );
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     // Output that cannot be written (a full disk) is an error: exit code 1, and why.

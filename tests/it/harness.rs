@@ -40,6 +40,18 @@ where
 }
 
 /// A port that was free a moment ago.
+/// Runs `cmd` with its stdout closed before it can write anything, as `| head` does at once:
+/// its first write meets a broken pipe. Its output (stderr only).
+pub fn run_with_stdout_closed(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
