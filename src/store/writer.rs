@@ -1196,20 +1196,40 @@ fn prune(
         attempts.retain_in((*id, 0)..=(*id, u32::MAX), |_, _| false)?;
     }
     result.deliveries = old.len();
-    // A replay batch's audit record is kept as long as a finished delivery: its id says when it
-    // was made (ids start with their milliseconds).
+    // A replay batch's audit record is kept as long as a finished delivery (its id says when it
+    // was made: ids start with their milliseconds), and for as long as a delivery it created is
+    // still stored, so a delivery's `batch_id` never names a batch that is gone. Such a batch is
+    // looked at again on each pass; the deliveries keeping it are pruned by the loop above, in
+    // an earlier transaction or this one.
     let mut batches = txn.open_table(BATCHES)?;
     let first_kept = Id::from_parts(cutoff.min(MAX_ID_MS), 0).0;
     let mut old_batches = Vec::new();
-    for row in batches.iter()? {
-        let (k, _) = row?;
+    for (looked_at, row) in batches.iter()?.enumerate() {
+        let (k, v) = row?;
         let id = k.value();
         if id >= first_kept || old_batches.len() >= PRUNE_LIMIT {
             let due = Id(id).ms().saturating_add(retention_ms);
             result.next_due = Some(result.next_due.map_or(due, |d| d.min(due)));
             break;
         }
-        old_batches.push(id);
+        if looked_at >= 4 * PRUNE_LIMIT {
+            // Old batches kept by their deliveries: the rest wait for a later pass.
+            break;
+        }
+        // A record that no longer decodes keeps nothing alive.
+        let created = decode::<BatchRecord>("batches", v.value())
+            .map(|b| b.created)
+            .unwrap_or_default();
+        let mut live = false;
+        for new in created.iter().filter_map(|(_, new)| *new) {
+            if deliveries.get(new.0)?.is_some() {
+                live = true;
+                break;
+            }
+        }
+        if !live {
+            old_batches.push(id);
+        }
     }
     for id in &old_batches {
         batches.remove(*id)?;
@@ -1490,12 +1510,13 @@ mod tests {
     }
 
     /// A replay batch's audit record is pruned with the finished deliveries, once it is older
-    /// than the retention, and not before.
+    /// than the retention and no delivery it created is still stored, and not before.
     #[tokio::test]
     async fn prune_removes_replay_batches_older_than_the_retention() {
         let (_dir, store, writer, join) = started();
         let id = failed_delivery(&writer).await;
         let batch = replay_one(&writer, id).await;
+        let created = store.batch(batch).unwrap().unwrap().created[0].1.unwrap();
         let retention = 60_000;
         let kept = writer
             .prune(batch.ms() + retention - 1, retention)
@@ -1508,16 +1529,36 @@ mod tests {
             "{:?}",
             kept.next_due
         );
-        let pruned = writer
+        // Old enough, but the delivery it created is still pending: its `batch_id` must keep
+        // naming a batch that exists.
+        let kept = writer
             .prune(batch.ms() + retention + 1, retention)
             .await
             .unwrap();
+        assert_eq!(kept.batches, 0);
+        assert!(store.batch(batch).unwrap().is_some());
+        // Once that delivery has finished and been pruned in turn, the batch goes with it.
+        assert!(matches!(
+            writer.cancel(created).await.unwrap(),
+            CancelResult::Cancelled { .. }
+        ));
+        // (The replayed delivery finished before the batch was made: the pass above pruned it.)
+        let later = clock::now_ms().max(batch.ms()) + retention + 1;
+        let pruned = writer.prune(later, retention).await.unwrap();
+        assert_eq!(pruned.deliveries, 1);
         assert_eq!(pruned.batches, 1);
         assert!(store.batch(batch).unwrap().is_none());
         assert!(store.batches(None, 10).unwrap().is_empty());
         // A time past what an id's 48 bits of milliseconds hold prunes everything, without
-        // wrapping around to a small cutoff.
-        let again = replay_one(&writer, id).await;
+        // wrapping around to a small cutoff (a dry run creates nothing to keep it).
+        let w = ReplayWrite {
+            requested: vec![(DeliveryId(id).to_string(), Some(id))],
+            filter: None,
+            dry_run: true,
+            reason: None,
+        };
+        let again = writer.replay(w).await.unwrap().0;
+        assert!(store.batch(again).unwrap().is_some());
         let pruned = writer.prune((1 << 48) + 5, 0).await.unwrap();
         assert_eq!(pruned.batches, 1);
         assert!(store.batch(again).unwrap().is_none());
