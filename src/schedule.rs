@@ -200,6 +200,9 @@ pub struct Queue {
     paced: HashMap<Host, u64>,
     /// `paced.len()` after its last sweep.
     paced_swept: usize,
+    /// Hosts whose holds a clock step moved, with their new view, for the admin's health view
+    /// (`take_restated`).
+    restated: Vec<(Host, HostHealthView)>,
 }
 
 /// One host's load, as `GET /v1/hosts` shows it.
@@ -237,6 +240,7 @@ impl Queue {
             rates: RateLimits::default(),
             paced: HashMap::new(),
             paced_swept: 0,
+            restated: Vec::new(),
         }
     }
 
@@ -500,16 +504,22 @@ impl Queue {
     /// store holds. (A stored retry's time is a date, and stays one.)
     fn clock_stepped_back(&mut self, now: u64) {
         let back = self.latest_now.saturating_sub(now);
-        for hq in self.hosts.values_mut() {
+        for (host, hq) in self.hosts.iter_mut() {
             hq.last_start = hq.last_start.min(now);
+            let mut moved = false;
             if hq.not_before > now {
                 hq.not_before = hq.not_before.saturating_sub(back);
+                moved = true;
             }
             if let Circuit::Open { probe_at, failures } = hq.circuit {
                 hq.circuit = Circuit::Open {
                     probe_at: probe_at.saturating_sub(back),
                     failures,
                 };
+                moved = true;
+            }
+            if moved {
+                self.restated.push((host.clone(), view(hq)));
             }
         }
         let back_us = back.saturating_mul(1_000);
@@ -520,6 +530,12 @@ impl Queue {
         for host in hosts {
             self.refresh(&host);
         }
+    }
+
+    /// The hosts whose holds moved since the last call (the clock stepped back), with their
+    /// views as they are now, so the admin's health view shows the times the queue keeps.
+    pub fn take_restated(&mut self) -> Vec<(Host, HostHealthView)> {
+        std::mem::take(&mut self.restated)
     }
 
     /// Forgets the pacing of hosts that are no longer queued and whose pace has caught up with
@@ -967,6 +983,9 @@ impl Scheduler {
                     let paced_at = self.queue.paced_at(&host);
                     self.dispatch(id, host, paced_at, done_tx.clone());
                 }
+            }
+            for (host, view) in self.queue.take_restated() {
+                self.publish_health(&host, view);
             }
             // Pending as the store counts it (`in_progress` apart): held deliveries included.
             let pending = self.queue.pending() + self.parked.len();
@@ -1651,7 +1670,20 @@ mod tests {
         // The clock steps back an hour; then a new webhook arrives for each host. (The
         // retries above keep their stored dates, an hour ahead now.)
         let back = now - hour;
+        assert!(q.take_restated().is_empty());
         assert_eq!(q.pop_due(back), None);
+        // The admin's health view is told the holds' new times.
+        let mut restated = q.take_restated();
+        restated.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(restated.len(), 2, "{restated:?}");
+        assert_eq!(&*restated[0].0, "down:80");
+        assert!(matches!(
+            restated[0].1.circuit,
+            Circuit::Open { probe_at, .. } if probe_at == back + 30_000
+        ));
+        assert_eq!(&*restated[1].0, "held:80");
+        assert_eq!(restated[1].1.not_before, Some(back + 60_000));
+        assert!(q.take_restated().is_empty());
         q.push("paced:443", back, Id(4));
         q.push("held:80", back, Id(5));
         q.push("down:80", back, Id(6));
