@@ -74,6 +74,18 @@ impl Pending {
         self.fresh.len() + self.retries.len()
     }
 
+    /// Moves every entry `back` ms earlier, each staying in its set (the order within a set is
+    /// kept, so each is rebuilt from a sorted run).
+    fn shift_back(&mut self, back: u64) {
+        let shift = |set: &BTreeSet<(u64, Id)>| -> BTreeSet<(u64, Id)> {
+            set.iter()
+                .map(|&(at, id)| (at.saturating_sub(back), id))
+                .collect()
+        };
+        self.fresh = shift(&self.fresh);
+        self.retries = shift(&self.retries);
+    }
+
     fn is_empty(&self) -> bool {
         self.fresh.is_empty() && self.retries.is_empty()
     }
@@ -203,6 +215,9 @@ pub struct Queue {
     /// Hosts whose holds a clock step moved, with their new view, for the admin's health view
     /// (`take_restated`).
     restated: Vec<(Host, HostHealthView)>,
+    /// How far the clock stepped back since `take_step` was last called, for the times kept
+    /// outside the queue (held and withdrawn deliveries).
+    stepped_back: u64,
 }
 
 /// One host's load, as `GET /v1/hosts` shows it.
@@ -241,6 +256,7 @@ impl Queue {
             paced: HashMap::new(),
             paced_swept: 0,
             restated: Vec::new(),
+            stepped_back: 0,
         }
     }
 
@@ -455,8 +471,9 @@ impl Queue {
 
     /// Notes the clock's `now`; an earlier one than before means it stepped back. Called by
     /// every entry point that sets or reads a hold (starts and releases), so a hold set after
-    /// a step is never shifted again.
-    fn observe(&mut self, now: u64) {
+    /// a step is never shifted again, and by the scheduler before it handles each event, so a
+    /// time computed on the new clock is not shifted either.
+    pub fn observe(&mut self, now: u64) {
         if now < self.latest_now {
             self.clock_stepped_back(now);
         }
@@ -498,14 +515,19 @@ impl Queue {
 
     /// After the clock stepped back to `now`: a host's last start is no later than `now` again,
     /// or work due now would wait for the clock to catch up with it (turn-taking only orders
-    /// hosts, it never delays work that is due). The holds kept only here (a rate limit's
-    /// pace, a `Retry-After` hold, an open circuit's probe time) keep the time they had left
-    /// rather than growing by the step: they are set relative to the clock, not to dates the
-    /// store holds. (A stored retry's time is a date, and stays one.)
+    /// hosts, it never delays work that is due). Everything queued moves back by the step:
+    /// what was due is still due (a backlog, deliveries held by a pause, a circuit or a
+    /// `Retry-After`), and a retry keeps the backoff it had left instead of waiting for the
+    /// clock to come back to its date. The holds kept only here (a rate limit's pace, a
+    /// `Retry-After` hold, an open circuit's probe time) likewise keep the time they had left.
+    /// Only the queue's times change: the store keeps the dates, and each attempt writes its
+    /// next one on the new clock (as when a restart brings a retry forward to `max_delay`).
     fn clock_stepped_back(&mut self, now: u64) {
         let back = self.latest_now.saturating_sub(now);
+        self.stepped_back = self.stepped_back.saturating_add(back);
         for (host, hq) in self.hosts.iter_mut() {
             hq.last_start = hq.last_start.min(now);
+            hq.pending.shift_back(back);
             let mut moved = false;
             if hq.not_before > now {
                 hq.not_before = hq.not_before.saturating_sub(back);
@@ -530,6 +552,11 @@ impl Queue {
         for host in hosts {
             self.refresh(&host);
         }
+    }
+
+    /// How far the clock stepped back since the last call (0 if it did not).
+    pub fn take_step(&mut self) -> u64 {
+        std::mem::take(&mut self.stepped_back)
     }
 
     /// The hosts whose holds moved since the last call (the clock stepped back), with their
@@ -822,6 +849,15 @@ impl Parked {
         Some(at)
     }
 
+    /// Moves every held delivery's time `back` ms earlier (the clock stepped back).
+    fn shift_back(&mut self, back: u64) {
+        for held in self.by_endpoint.values_mut() {
+            for (_, at, _) in held.iter_mut() {
+                *at = at.saturating_sub(back);
+            }
+        }
+    }
+
     fn contains(&self, id: Id) -> bool {
         self.by_endpoint
             .values()
@@ -984,6 +1020,8 @@ impl Scheduler {
                     self.dispatch(id, host, paced_at, done_tx.clone());
                 }
             }
+            // Steps seen by the starts above, or while paused (no starts).
+            self.note_clock();
             for (host, view) in self.queue.take_restated() {
                 self.publish_health(&host, view);
             }
@@ -1015,6 +1053,7 @@ impl Scheduler {
             tokio::select! {
                 batch = self.enqueued_rx.recv(), if !writer_gone => {
                     woke = std::time::Instant::now();
+                    self.note_clock();
                     match batch {
                         Some(batch) => {
                             for e in batch {
@@ -1031,10 +1070,12 @@ impl Scheduler {
                 }
                 Some(control) = self.control_rx.recv() => {
                     woke = std::time::Instant::now();
+                    self.note_clock();
                     self.control(control);
                 }
                 Some(finished) = done_rx.recv() => {
                     woke = std::time::Instant::now();
+                    self.note_clock();
                     self.finished(finished, &done_tx);
                     // Attempts finish in bursts: take what else has arrived before the loop
                     // updates its gauges and timers again.
@@ -1044,6 +1085,7 @@ impl Scheduler {
                 }
                 changed = gate_rx.changed() => {
                     woke = std::time::Instant::now();
+                    self.note_clock();
                     if changed.is_ok() {
                         let disabled = gate_rx.borrow_and_update().clone();
                         for (endpoint, held) in self.parked.release(&disabled) {
@@ -1081,6 +1123,29 @@ impl Scheduler {
 
     /// Queues a pending delivery, unless it is withdrawn for a cancel: then only where it would
     /// be queued is kept.
+    /// Tells the queue the time before an event is handled (see `Queue::observe`), and moves
+    /// the times kept outside it when the clock stepped back.
+    fn note_clock(&mut self) {
+        self.queue.observe(clock::now_ms());
+        self.shift_kept_times();
+    }
+
+    /// After a step back seen by the queue: held and withdrawn deliveries move as it did.
+    fn shift_kept_times(&mut self) {
+        let back = self.queue.take_step();
+        if back == 0 {
+            return;
+        }
+        tracing::warn!(
+            back_ms = back,
+            "the system clock stepped back: queued deliveries and holds keep the time they had left"
+        );
+        self.parked.shift_back(back);
+        for (_, at) in self.withdrawn.values_mut() {
+            *at = at.saturating_sub(back);
+        }
+    }
+
     fn push(&mut self, host: &str, at: u64, id: Id) {
         // Nearly always empty: then no lookup on the path of every announced delivery.
         if self.withdrawn.is_empty() {
@@ -1668,7 +1733,8 @@ mod tests {
         assert!(matches!(q.circuit("down:80"), Some(Circuit::Open { .. })));
 
         // The clock steps back an hour; then a new webhook arrives for each host. (The
-        // retries above keep their stored dates, an hour ahead now.)
+        // retries above, due at the step, move back with it: still due, behind their hosts'
+        // holds.)
         let back = now - hour;
         assert!(q.take_restated().is_empty());
         assert_eq!(q.pop_due(back), None);
@@ -1700,7 +1766,50 @@ mod tests {
             None,
             "the hold still has its 60 s"
         );
+        // The retry due since before the step goes first, then the new webhook.
+        assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(2)));
         assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(5)));
+    }
+
+    /// Work queued when the clock steps back keeps the time it had left: what was due is still
+    /// due (a backlog waiting for a slot, a paused host's deliveries), and a retry waits out its
+    /// backoff, not the step as well. Ids carry their creation time, as the writer makes them.
+    #[test]
+    fn queued_work_keeps_the_time_it_had_left_when_the_clock_steps_back() {
+        let now = 10_000_000;
+        let hour = 3_600_000;
+        let made = |n: u128| Id::from_parts(now - 1_000, n);
+        let mut q = Queue::new(1);
+        // A backlog behind a per-host limit of one.
+        for n in 0..3 {
+            q.push("h:80", now - 1_000, made(n));
+        }
+        // A paused host's delivery, due now.
+        q.set_host_paused("p:80", true);
+        q.push("p:80", now, made(10));
+        // A retry due in 5 s.
+        q.push("r:80", now + 5_000, made(20));
+        let (first, host) = q.pop_due(now).unwrap();
+        assert_eq!(first, made(0));
+        assert_eq!(
+            q.pop_due(now),
+            None,
+            "one at a time for h:80; r:80 not due yet"
+        );
+        // The clock steps back an hour while the first is in flight.
+        let back = now - hour;
+        q.release(&host, HostReport::NEUTRAL, back);
+        q.finish(&host, first, None);
+        assert_eq!(q.pop_due(back).map(|x| x.0), Some(made(1)), "still due");
+        q.release(&host, HostReport::NEUTRAL, back);
+        q.finish(&host, made(1), None);
+        assert_eq!(q.pop_due(back).map(|x| x.0), Some(made(2)));
+        q.set_host_paused("p:80", false);
+        assert_eq!(q.pop_due(back).map(|x| x.0), Some(made(10)), "resumed: due");
+        assert_eq!(q.pop_due(back + 4_999), None, "the retry's 5 s still hold");
+        assert_eq!(q.pop_due(back + 5_000).map(|x| x.0), Some(made(20)));
+        assert_eq!(q.take_step(), hour);
+        assert_eq!(q.take_step(), 0);
     }
 
     #[test]
@@ -2107,7 +2216,7 @@ mod tests {
         s.in_flight.insert(id);
         s.control(requeue(9));
         assert_eq!(s.queue.pending(), 0);
-        assert_eq!(s.queue.pop_due(u64::MAX), None);
+        assert_eq!(s.queue.next_wake(), None, "nothing ready at any time");
     }
 
     #[tokio::test]
@@ -2149,7 +2258,7 @@ mod tests {
         assert!(withdraw(&mut s, 5));
         s.push("h:80", 5, Id(7));
         assert_eq!(s.queue.pending(), 0);
-        assert_eq!(s.queue.pop_due(u64::MAX), None);
+        assert_eq!(s.queue.next_wake(), None, "nothing ready at any time");
         // The cancel failed: queued once, where the late push put it.
         s.control(requeue(1));
         assert_eq!(s.queue.pending(), 1);
@@ -2443,6 +2552,28 @@ mod tests {
         // Closed again: the rest flow, several at once.
         assert!(q.pop_due(215).is_some());
         assert!(q.pop_due(215).is_some());
+    }
+
+    /// Deliveries held for a disabled endpoint, and one withdrawn for a cancel, move back with
+    /// the clock as the queue's do: released or requeued, they are due as they were.
+    #[tokio::test]
+    async fn held_and_withdrawn_deliveries_move_back_with_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _store, _writer) = panicking_scheduler(dir.path());
+        let now = 10_000_000;
+        let hour = 3_600_000;
+        s.parked.park("gone".into(), Arc::from("x:80"), now, Id(1));
+        s.withdrawn.insert(Id(2), (Arc::from("y:80"), now + 5_000));
+        s.queue.observe(now);
+        s.shift_kept_times();
+        assert_eq!(s.parked.remove(Id(1)), Some(now), "no step, no move");
+        s.parked.park("gone".into(), Arc::from("x:80"), now, Id(1));
+        s.queue.observe(now - hour);
+        s.shift_kept_times();
+        assert_eq!(s.parked.remove(Id(1)), Some(now - hour));
+        assert_eq!(s.withdrawn[&Id(2)].1, now - hour + 5_000);
+        s.shift_kept_times();
+        assert_eq!(s.withdrawn[&Id(2)].1, now - hour + 5_000, "moved once");
     }
 
     #[test]
