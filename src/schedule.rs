@@ -1117,12 +1117,15 @@ impl Scheduler {
         }
     }
 
+    /// Whether another attempt may start: a slot is free, and the store can still record it.
+    /// Once redb has latched (a write failed inside it) no attempt's result can be stored
+    /// until hookrelay restarts, so an attempt would send its request and then leave the
+    /// delivery pending to be sent again: the same webhook, every few minutes, for as long as
+    /// the process lives. None starts; `/healthz` fails so that a restart reopens the store.
     fn may_start(&self) -> bool {
-        self.attempts.may_start(self.concurrency)
+        self.attempts.may_start(self.concurrency) && !self.deliverer.writer.latched()
     }
 
-    /// Queues a pending delivery, unless it is withdrawn for a cancel: then only where it would
-    /// be queued is kept.
     /// Tells the queue the time before an event is handled (see `Queue::observe`), and moves
     /// the times kept outside it when the clock stepped back.
     fn note_clock(&mut self) {
@@ -1146,6 +1149,8 @@ impl Scheduler {
         }
     }
 
+    /// Queues a pending delivery, unless it is withdrawn for a cancel: then only where it would
+    /// be queued is kept.
     fn push(&mut self, host: &str, at: u64, id: Id) {
         // Nearly always empty: then no lookup on the path of every announced delivery.
         if self.withdrawn.is_empty() {
@@ -2552,6 +2557,23 @@ mod tests {
         // Closed again: the rest flow, several at once.
         assert!(q.pop_due(215).is_some());
         assert!(q.pop_due(215).is_some());
+    }
+
+    /// Once the store has latched, no attempt starts: its result could not be recorded, so the
+    /// receiver would get the same webhook again and again until a restart.
+    #[tokio::test]
+    async fn no_attempt_starts_once_the_store_has_latched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _store, writer) = panicking_scheduler(dir.path());
+        s.queue.push("h:80", 0, Id(1));
+        assert!(s.may_start());
+        writer.latch_for_test();
+        assert!(!s.may_start());
+        assert_eq!(
+            s.queue.next_wake(),
+            Some(0),
+            "still queued, for the restart"
+        );
     }
 
     /// Deliveries held for a disabled endpoint, and one withdrawn for a cancel, move back with

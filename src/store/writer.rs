@@ -309,6 +309,12 @@ impl WriterHandle {
         self.latched.load(Ordering::Relaxed)
     }
 
+    /// Marks the store latched, as a failed write inside redb does (for the scheduler's tests).
+    #[cfg(test)]
+    pub fn latch_for_test(&self) {
+        self.latched.store(true, Ordering::Relaxed);
+    }
+
     /// False after a failed commit (true again after the next successful one), and false for
     /// good once the writer thread has stopped. After writes were refused for lack of disk
     /// space, true again as soon as there is room (the next write will go through), so an
@@ -798,7 +804,8 @@ impl Writer {
         {
             tracing::error!(
                 "the store refuses every write since an earlier one failed; it is reopened only by \
-                 a restart: /healthz now fails so that an orchestrator restarts hookrelay \
+                 a restart: /healthz now fails so that an orchestrator restarts hookrelay, and no \
+                 delivery attempt starts meanwhile, since its result could not be recorded \
                  (nothing acked is lost; redb repairs the file at open)"
             );
         }
