@@ -11,6 +11,7 @@ pub mod batches;
 pub mod control;
 pub mod deliveries;
 pub mod json;
+pub mod listen;
 pub mod params;
 pub mod preview;
 pub mod series;

@@ -352,11 +352,6 @@ impl BackgroundService for AdminService {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "admin listener failed");
-        }
+        admin::listen::serve(listener, app, stop, admin::listen::Limits::DEFAULT).await;
     }
 }

@@ -368,9 +368,14 @@ async fn failing_retries_do_not_starve_a_hosts_new_webhooks() {
         std::time::Instant::now() < deadline,
         "the host's new webhooks waited behind its failing retries"
     );
+    // Still retrying: pending, or in flight again now that the circuit has closed (a retry
+    // that was due may be on its way to the host at this moment).
     for id in &bad {
         let d = sidecar.delivery(id).await;
-        assert_eq!(d["status"], "pending", "{d}");
+        assert!(
+            d["status"] == "pending" || d["status"] == "in_progress",
+            "{d}"
+        );
     }
 }
 
