@@ -30,6 +30,8 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
     #[error("config file {0}: not found")]
     MissingFile(PathBuf),
+    #[error("config file {0}: {1}")]
+    UnreadableFile(PathBuf, String),
 }
 
 /// A TOML parse error quotes the offending line of the file, which may hold a secret (an
@@ -343,10 +345,22 @@ pub fn layered(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Figment, ConfigError> {
-    if let Some(path) = file
-        && !path.exists()
-    {
-        return Err(ConfigError::MissingFile(path.to_path_buf()));
+    if let Some(path) = file {
+        // figment reads a file it cannot open as empty: a directory (a ConfigMap mounted where
+        // the file was meant to be) or an unreadable file would run on the defaults.
+        let unreadable = |why: String| Err(ConfigError::UnreadableFile(path.to_path_buf(), why));
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            Err(e) => return unreadable(e.to_string()),
+            Ok(m) if m.is_dir() => return unreadable("is a directory, not a file".into()),
+            Ok(_) => {
+                if let Err(e) = std::fs::File::open(path) {
+                    return unreadable(e.to_string());
+                }
+            }
+        }
     }
     // Only double-underscore names are config keys: HOOKRELAY_ADMIN_URL and friends belong to
     // the CLI and must not be read as unknown keys.

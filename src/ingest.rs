@@ -526,13 +526,10 @@ impl Ingest {
     /// server would: its context holds the raw header bytes, credentials included.
     async fn refuse_malformed(&self, session: &mut ServerSession, e: &pingora::Error) {
         self.metrics.ingest("rejected");
-        let what = e
-            .cause
-            .as_ref()
-            .map(|c| c.to_string())
-            .or_else(|| e.context.as_ref().map(|c| c.as_str().to_string()))
-            .filter(|w| !w.starts_with("buf:"))
-            .unwrap_or_else(|| "unreadable".into());
+        let what = malformed_reason(
+            e.cause.as_ref().map(|c| c.to_string()),
+            e.context.as_ref().map(|c| c.as_str()),
+        );
         tracing::debug!(problem = %what, "ingest: malformed request refused");
         let reject = if what.starts_with("Request header larger than") {
             Reject::new(
@@ -643,4 +640,35 @@ impl HttpServerApp for Ingest {
             }
         }
     }
+}
+
+/// What was wrong with a request pingora could not parse, from its error's cause and context,
+/// without quoting the request: pingora's context for a bad URL holds the whole URL (up to
+/// 64 KiB, credentials in its query included).
+fn malformed_reason(cause: Option<String>, context: Option<&str>) -> String {
+    const MAX: usize = 200;
+    if let Some(target) = context.and_then(|c| c.strip_prefix("invalid uri ")) {
+        // The http crate's limit: 65,534 bytes.
+        return if target.len() >= u16::MAX as usize {
+            "the URL is longer than 64 KiB".into()
+        } else {
+            match cause {
+                Some(c) => format!("the URL is not valid ({c})"),
+                None => "the URL is not valid".into(),
+            }
+        };
+    }
+    let mut what = cause
+        .or_else(|| context.map(str::to_string))
+        .filter(|w| !w.starts_with("buf:"))
+        .unwrap_or_else(|| "unreadable".into());
+    if what.len() > MAX {
+        let mut end = MAX;
+        while !what.is_char_boundary(end) {
+            end -= 1;
+        }
+        what.truncate(end);
+        what.push('…');
+    }
+    what
 }

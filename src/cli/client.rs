@@ -33,6 +33,14 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(base: &str, token: Option<(String, &'static str)>) -> Result<AdminClient, CliError> {
+        if let Some((t, from)) = &token
+            && http::HeaderValue::from_str(&format!("Bearer {t}")).is_err()
+        {
+            return Err(CliError::Usage(format!(
+                "the token from {from} cannot be sent in an HTTP header: it holds a line break \
+                 or another control character"
+            )));
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))

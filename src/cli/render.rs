@@ -32,12 +32,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A JSON scalar as a cell: strings bare, null as `-`.
 /// Text from the sidecar (a pause reason, a response snippet, a header) as it may reach a
-/// terminal: control characters other than newline and tab are written as escapes (`\u{1b}`),
-/// so stored text cannot move the cursor, recolour or retitle the operator's terminal.
+/// terminal: control characters other than newline and tab, and the bidirectional formatting
+/// characters (which reorder what follows them on the line), are written as escapes
+/// (`\u{1b}`, `\u{202e}`), so stored text cannot move the cursor, recolour or retitle the
+/// operator's terminal, or disguise a line.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}')
+    };
     if !text.chars().any(unsafe_char) {
         return text.into();
     }
@@ -53,10 +57,34 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// A stored value (a reason, a header) on one line of output: its line breaks written as `\n`
+/// and `\r`, so it cannot start a line of its own that reads as the CLI's.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let breaks = |c: char| {
+        matches!(
+            c,
+            '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        )
+    };
+    if !text.contains(breaks) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            c if breaks(c) => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// A JSON scalar as a cell: strings bare (on one line), null as `-`.
 pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => one_line(s).into_owned(),
         other => other.to_string(),
     }
 }
@@ -219,7 +247,7 @@ pub fn batch(b: &Value) -> String {
         skipped
     );
     if let Some(r) = b["reason"].as_str() {
-        out.push_str(&format!("reason: {r}\n"));
+        out.push_str(&format!("reason: {}\n", one_line(r)));
     }
     let mut rows: Vec<Vec<String>> = b["created"]
         .as_array()
@@ -283,7 +311,9 @@ pub fn pause(p: &Value) -> String {
         format!(
             "{what} paused since {} ({})\n",
             cell(&p["since"]),
-            p["reason"].as_str().unwrap_or("no reason given")
+            p["reason"]
+                .as_str()
+                .map_or("no reason given".into(), one_line)
         )
     } else {
         format!("{what} running\n")
@@ -300,7 +330,9 @@ pub fn status(stats: &Value, hosts: &Value, health: &Value, pause: Option<&Value
             .map_or(String::new(), |t| format!(" since {t}"));
         let reason = pause
             .and_then(|p| p["reason"].as_str())
-            .map_or(" (no reason given)".to_string(), |r| format!(": {r}"));
+            .map_or(" (no reason given)".to_string(), |r| {
+                format!(": {}", one_line(r))
+            });
         out.push_str(&format!("delivery: PAUSED{since}{reason}\n"));
     } else {
         out.push_str("delivery: running\n");
@@ -442,6 +474,25 @@ mod tests {
         );
         assert!(safe.contains("\\u{1b}[31mRED"), "{safe}");
         assert_eq!(terminal_safe("a\tb\nc"), "a\tb\nc");
+        // A reason cannot forge a line of output, nor reverse the rest of its line.
+        let p = pause(
+            &json!({"paused": true, "since": "t", "reason": "x\nhost api.example.com:443 running\u{202e}", "host": "h:80"}),
+        );
+        let safe = terminal_safe(&p);
+        assert_eq!(safe.lines().count(), 1, "{safe:?}");
+        assert!(safe.contains("x\\nhost api"), "{safe}");
+        assert!(
+            safe.contains("\\u{202e}") && !safe.contains('\u{202e}'),
+            "{safe}"
+        );
+        let s = status(
+            &json!({"paused": true}),
+            &json!({"data": []}),
+            &json!({"hosts": []}),
+            Some(&json!({"since": "t", "reason": "a\r\nb"})),
+        );
+        assert!(s.contains("delivery: PAUSED since t: a\\r\\nb\n"), "{s}");
+        assert_eq!(cell(&json!("a\nb")), "a\\nb");
     }
 
     #[test]

@@ -170,6 +170,20 @@ async fn operator_commands_work_against_a_live_sidecar() {
         "{}",
         no_token.stderr
     );
+    // A token that cannot go in a header is a usage error naming the token, not "cannot reach".
+    let bad_token = run(
+        &["status", "--admin-url", &url, "--token", "bad\ntoken"],
+        &[],
+    )
+    .await;
+    assert_eq!(bad_token.code, 2, "{}", bad_token.stderr);
+    assert!(
+        bad_token
+            .stderr
+            .contains("the token from --token or HOOKRELAY_ADMIN_TOKEN cannot be sent"),
+        "{}",
+        bad_token.stderr
+    );
     let unknown = cli(&sidecar, &["deliveries", "show", "dlv_nope"]).await;
     assert_eq!(unknown.code, 1);
     assert!(

@@ -96,6 +96,20 @@ fn config_check_names_the_key_and_the_layer_that_set_it() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not found"));
+
+    // A directory where the file was meant to be (a ConfigMap mounted whole) is refused too,
+    // for `serve` as for `config check`, instead of running on the defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    for args in [
+        vec!["config", "check", "-c", path],
+        vec!["serve", "-c", path],
+    ] {
+        let out = hookrelay(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("is a directory, not a file"), "{err}");
+    }
 }
 
 #[test]

@@ -529,6 +529,15 @@ async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
         ),
         (b"GARBAGE\r\n\r\n".to_vec(), "invalid token"),
         (huge.into_bytes(), "larger than 1 MiB"),
+        // A URL past the HTTP library's 64 KiB: said so, without quoting the URL back.
+        (
+            format!(
+                "POST /{target}?token=s3cret-token&pad={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            "the URL is longer than 64 KiB",
+        ),
     ];
     for (raw, problem) in &cases {
         let answer = raw_exchange(&sidecar, raw).await;
@@ -552,6 +561,7 @@ async fn malformed_http_gets_a_json_400_and_no_header_reaches_the_log() {
         let message = json["error"]["message"].as_str().unwrap();
         assert!(message.contains(problem), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.len() < 300, "{message}");
     }
     // Still serving, nothing was stored, and each refusal was counted.
     let (status, _) = sidecar.send(&target, "{}", None).await;
