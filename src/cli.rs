@@ -317,12 +317,40 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 /// `--json` prints the value as the API gave it; otherwise `human` renders it.
-fn output(a: &AdminArgs, v: &Value, human: fn(&Value) -> String) -> String {
-    if a.json {
+/// The answer printed as JSON (`--json`) or for people, once it has the fields the command
+/// reads: a 2xx JSON answer of another shape (a wrong `--admin-url`) is an error, not a pause or
+/// a cancel that seemed to happen.
+fn output(
+    a: &AdminArgs,
+    v: &Value,
+    fields: &[&str],
+    human: impl Fn(&Value) -> String,
+) -> Result<String, CliError> {
+    shaped(a, v, fields)?;
+    Ok(if a.json {
         format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
     } else {
         human(v)
+    })
+}
+
+/// An error unless `v` is an object with every one of `fields`.
+fn shaped(a: &AdminArgs, v: &Value, fields: &[&str]) -> Result<(), CliError> {
+    let missing: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| v.get(f).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    Err(CliError::Decode {
+        url: a.admin_url.clone(),
+        reason: format!(
+            "the answer has no `{}` (is it hookrelay's admin API?)",
+            missing.join("`, `")
+        ),
+    })
 }
 
 fn filter_query(f: &FilterArgs) -> Vec<(&'static str, String)> {
@@ -351,13 +379,13 @@ async fn operate(command: Command) -> Result<String, CliError> {
             q.extend(limit.map(|l| ("limit", l.to_string())));
             q.extend(cursor.map(|c| ("cursor", c)));
             let page = connect(&admin)?.get("/v1/deliveries", &q).await?;
-            Ok(output(&admin, &page, render::deliveries))
+            output(&admin, &page, &["data"], render::deliveries)
         }
         Command::Deliveries(DeliveriesCommand::Show { id, admin }) => {
             let d = connect(&admin)?
                 .get(&format!("/v1/deliveries/{}", path_segment(&id)), &[])
                 .await?;
-            Ok(output(&admin, &d, render::delivery))
+            output(&admin, &d, &["id", "status"], render::delivery)
         }
         Command::Deliveries(DeliveriesCommand::Cancel { id, admin }) => {
             let d = connect(&admin)?
@@ -366,7 +394,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     json!({}),
                 )
                 .await?;
-            Ok(output(&admin, &d, render::delivery))
+            output(&admin, &d, &["id", "status"], render::delivery)
         }
         Command::Deliveries(DeliveriesCommand::Retry { id, admin }) => {
             let d = connect(&admin)?
@@ -375,7 +403,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     json!({}),
                 )
                 .await?;
-            Ok(output(&admin, &d, render::delivery))
+            output(&admin, &d, &["id", "status"], render::delivery)
         }
         Command::Hosts(HostsCommand::Retry { host, admin }) => {
             let r = connect(&admin)?
@@ -384,7 +412,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     json!({}),
                 )
                 .await?;
-            Ok(output(&admin, &r, |r| {
+            output(&admin, &r, &["host", "due_now"], |r| {
                 let due = r["due_now"].as_u64().unwrap_or(0);
                 format!(
                     "host {}: {due} pending {} due now ({} brought forward); any open circuit or Retry-After hold is cleared\n",
@@ -392,7 +420,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     if due == 1 { "delivery" } else { "deliveries" },
                     r["brought_forward"]
                 )
-            }))
+            })
         }
         Command::Replay(r) => {
             let filter = filter_query(&r.filter);
@@ -424,7 +452,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 body["reason"] = Value::String(reason);
             }
             let b = connect(&r.admin)?.post("/v1/batches", body).await?;
-            Ok(output(&r.admin, &b, render::batch))
+            output(&r.admin, &b, &["id", "created"], render::batch)
         }
         Command::Batches(BatchesCommand::List {
             limit,
@@ -437,13 +465,13 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 .collect();
             q.extend(cursor.map(|c| ("cursor", c)));
             let page = connect(&admin)?.get("/v1/batches", &q).await?;
-            Ok(output(&admin, &page, render::batches))
+            output(&admin, &page, &["data"], render::batches)
         }
         Command::Batches(BatchesCommand::Show { id, admin }) => {
             let b = connect(&admin)?
                 .get(&format!("/v1/batches/{}", path_segment(&id)), &[])
                 .await?;
-            Ok(output(&admin, &b, render::batch))
+            output(&admin, &b, &["id", "created"], render::batch)
         }
         Command::Pause {
             host,
@@ -456,7 +484,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
             };
             let body = reason.map_or(json!({}), |r| json!({ "reason": r }));
             let p = connect(&admin)?.post(&path, body).await?;
-            Ok(output(&admin, &p, render::pause))
+            output(&admin, &p, &["paused"], render::pause)
         }
         Command::Resume { host, admin } => {
             let path = match &host {
@@ -464,11 +492,11 @@ async fn operate(command: Command) -> Result<String, CliError> {
                 None => "/v1/resume".into(),
             };
             let p = connect(&admin)?.post(&path, json!({})).await?;
-            Ok(output(&admin, &p, render::pause))
+            output(&admin, &p, &["paused"], render::pause)
         }
         Command::Endpoints(EndpointsCommand::List { admin }) => {
             let e = connect(&admin)?.get("/v1/endpoints", &[]).await?;
-            Ok(output(&admin, &e, render::endpoints))
+            output(&admin, &e, &["data"], render::endpoints)
         }
         Command::Endpoints(EndpointsCommand::Enable { name, admin }) => {
             let e = connect(&admin)?
@@ -477,7 +505,7 @@ async fn operate(command: Command) -> Result<String, CliError> {
                     json!({}),
                 )
                 .await?;
-            Ok(output(&admin, &e, enabled))
+            output(&admin, &e, &["endpoint", "was_disabled"], enabled)
         }
         Command::Status { admin } => {
             let client = connect(&admin)?;
@@ -485,6 +513,10 @@ async fn operate(command: Command) -> Result<String, CliError> {
             let hosts = client.get("/v1/hosts", &[]).await?;
             let health = client.get("/v1/health/hosts", &[]).await?;
             let pause = client.get("/v1/pause", &[]).await?;
+            shaped(&admin, &stats, &["paused", "counts"])?;
+            shaped(&admin, &hosts, &["data"])?;
+            shaped(&admin, &health, &["disabled_endpoints"])?;
+            shaped(&admin, &pause, &["paused"])?;
             if admin.json {
                 let all = json!({
                     "stats": stats,

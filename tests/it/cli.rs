@@ -240,3 +240,39 @@ async fn a_closed_output_pipe_is_not_a_crash() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A server that is not hookrelay's admin API (a wrong `--admin-url`) answering `200
+/// {"ok": true}` to everything: each command fails saying so, instead of reporting a pause,
+/// a cancel or a replay that did not happen.
+#[tokio::test]
+async fn a_2xx_answer_of_another_shape_is_an_error() {
+    let impostor = Receiver::start(Arc::new(|_, _| {
+        Reply::Full(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            r#"{"ok":true}"#.into(),
+        )
+    }))
+    .await;
+    let url = format!("http://{}", impostor.addr);
+    let commands: [&[&str]; 6] = [
+        &["pause", "--reason", "x"],
+        &["resume"],
+        &["deliveries", "cancel", "dlv_01M8M08P3RGQNBDME27ZG52M7S"],
+        &["replay", "--status", "failed"],
+        &["status"],
+        &["deliveries", "list", "--json"],
+    ];
+    for args in commands {
+        let mut all = args.to_vec();
+        all.extend(["--admin-url", &url]);
+        let r = run(&all, &[]).await;
+        assert_eq!(r.code, 1, "{args:?}: {} {}", r.stdout, r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("is it hookrelay's admin API?"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+}
