@@ -8,6 +8,7 @@ mod admin;
 mod chaos;
 mod cli;
 mod cli_config;
+mod clock;
 mod config_reference;
 mod delivery;
 mod ingest;
