@@ -40,11 +40,13 @@ pub enum EgressDenied {
 pub struct EgressPolicy {
     pub mode: Mode,
     pub https_only: bool,
-    /// Exceptions: an address in one of these is allowed even if a built-in range denies it.
+    /// Exceptions: an address in one of these is allowed even if a built-in range denies it
+    /// (not if `deny_cidrs` does).
     pub allow_cidrs: Vec<IpNet>,
     /// Exceptions by name (lower case, exact): no address check for these hosts.
     pub allow_hosts: Vec<String>,
-    /// Denied in addition to the built-in ranges.
+    /// Denied in addition to the built-in ranges, whatever `allow_cidrs` opens: an operator's
+    /// deny inside an allowed range (a network opened but for one subnet) holds.
     pub deny_cidrs: Vec<IpNet>,
 }
 
@@ -107,24 +109,31 @@ impl EgressPolicy {
         }
     }
 
-    /// Checks one address. An allow exception covers the address itself or the IPv4 address
-    /// an IPv6 form embeds.
+    /// Checks one address. `deny_cidrs` is looked at first, for the address itself and the
+    /// IPv4 address an IPv6 form embeds; then an allow exception covers either of them; then
+    /// the built-in ranges.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), EgressDenied> {
         let ip = canonical(ip);
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_v4(v6),
             IpAddr::V4(_) => None,
         };
-        let allowed = |a: IpAddr| self.allow_cidrs.iter().any(|n| n.contains(&a));
-        if allowed(ip) || embedded.is_some_and(|v4| allowed(IpAddr::V4(v4))) {
-            return Ok(());
-        }
         let denied = |range: &str| EgressDenied::Address {
             ip,
             range: range.to_string(),
         };
-        if let Some(net) = self.deny_cidrs.iter().find(|n| n.contains(&ip)) {
+        let operator_denied = |a: IpAddr| self.deny_cidrs.iter().find(|n| n.contains(&a));
+        if let Some(net) = operator_denied(ip) {
             return Err(denied(&format!("egress.deny_cidrs {net}")));
+        }
+        if let Some(v4) = embedded
+            && let Some(net) = operator_denied(IpAddr::V4(v4))
+        {
+            return Err(denied(&format!("embeds {v4}: egress.deny_cidrs {net}")));
+        }
+        let allowed = |a: IpAddr| self.allow_cidrs.iter().any(|n| n.contains(&a));
+        if allowed(ip) || embedded.is_some_and(|v4| allowed(IpAddr::V4(v4))) {
+            return Ok(());
         }
         if let Some(range) = builtin_denied(ip) {
             return Err(denied(range));
@@ -368,6 +377,25 @@ mod tests {
         assert!(p.check_ip(ip("::ffff:8.8.8.8")).is_err());
         assert!(p.check_ip(ip("64:ff9b::808:808")).is_err());
         assert!(p.check_ip(ip("8.8.4.4")).is_ok());
+        // A deny inside an allowed range holds, in every form of the address.
+        let p = EgressPolicy {
+            allow_cidrs: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            deny_cidrs: vec!["10.0.0.0/24".parse().unwrap(), "2002::/16".parse().unwrap()],
+            ..EgressPolicy::strict()
+        };
+        assert!(p.check_ip(ip("10.1.0.1")).is_ok());
+        for denied in [
+            "10.0.0.5",
+            "::ffff:10.0.0.5",
+            "64:ff9b::a00:5",
+            "2002:a01:1::",
+        ] {
+            let err = p.check_ip(ip(denied)).unwrap_err();
+            assert!(
+                err.to_string().contains("egress.deny_cidrs"),
+                "{denied}: {err}"
+            );
+        }
         let https = EgressPolicy {
             https_only: true,
             ..EgressPolicy::strict()
