@@ -36,8 +36,8 @@ const PUBLIC_NAMES: &[&str] = &["idempotency-key"];
 /// Value prefixes of credentials, compared case-insensitively.
 const SECRET_VALUE_SCHEMES: &[&str] = &["bearer", "basic", "digest", "token"];
 /// Query parameter names that carry a credential without saying so (Azure Functions' `code`,
-/// a shared access signature's `sig`).
-const SECRET_QUERY_NAMES: &[&str] = &["code", "sig"];
+/// a shared access signature's `sig`, the short forms of a password).
+const SECRET_QUERY_NAMES: &[&str] = &["code", "sig", "pass", "pwd"];
 
 /// Path segments after which the next segment is a credential (`/with/key/XXXX`, IFTTT's form),
 /// compared case-insensitively.
@@ -410,6 +410,10 @@ mod tests {
             (
                 "https://f.example.net/api/x?code=AzK3y#frag",
                 "https://f.example.net/api/x?code=***#frag",
+            ),
+            (
+                "https://r.example/x?user=u&pass=PSECRET&PWD=P2&passage=kept",
+                "https://r.example/x?user=u&pass=***&PWD=***&passage=kept",
             ),
             (
                 "https://h.example/?x=1&ACCESS_TOKEN=t&sig=s&sv=2024&auth",

@@ -253,6 +253,27 @@ fn shown(path: &[String], value: &Value) -> String {
             _ => toml_str(REDACTED),
         };
     }
+    // A table or a list (named whole by an error: a bad endpoint name, a bad header name) is
+    // shown item by item, each redacted by its own path.
+    match value {
+        Value::Dict(_, map) if map.is_empty() => return "{}".into(),
+        Value::Dict(_, map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    let mut p = path.to_vec();
+                    p.push(k.clone());
+                    format!("{} = {}", toml_key(k), shown(&p, v))
+                })
+                .collect();
+            return format!("{{ {} }}", items.join(", "));
+        }
+        Value::Array(_, items) => {
+            let items: Vec<String> = items.iter().map(|v| shown(path, v)).collect();
+            return format!("[{}]", items.join(", "));
+        }
+        _ => {}
+    }
     if let Value::String(_, s) = value {
         // A URL's credentials hidden as listings show them (userinfo as `***@`, credential-
         // looking query values as `***`); anything with nothing to hide printed as written,

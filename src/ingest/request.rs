@@ -103,10 +103,9 @@ pub fn route(
             return Err(Reject::new(
                 400,
                 "invalid_target",
-                format!(
-                    "`{rest}` leads out of endpoint `{name}`'s path {}",
-                    endpoint.url.path()
-                ),
+                // Not the path itself: it may hold the receiver's token (a Slack-style URL),
+                // and ingest answers any local process.
+                format!("`{rest}` leads out of endpoint `{name}`'s path"),
             ));
         }
         return Ok(Route::Endpoint {
@@ -559,6 +558,15 @@ mod tests {
             let got = route(method, path, &eps).map_err(|r| (r.status, r.code));
             assert_eq!(got, want, "{method} {path}");
         }
+        // The refusal does not quote the endpoint's path: it may hold the receiver's token.
+        let reject = route("POST", "/e/orders/..", &eps).unwrap_err();
+        assert_eq!(reject.code, "invalid_target");
+        assert!(
+            reject.message.contains("endpoint `orders`"),
+            "{}",
+            reject.message
+        );
+        assert!(!reject.message.contains("/base"), "{}", reject.message);
     }
 
     #[test]

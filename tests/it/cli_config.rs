@@ -370,3 +370,40 @@ async fn healthcheck_probes_the_admin_listener() {
     assert!(from_config.status.success(), "{}", stderr(&from_config));
     assert_eq!(nothing_there.status.code(), Some(1));
 }
+
+/// An error that names a whole table (a bad endpoint name, a bad header name) shows the table
+/// with every secret in it redacted, as `config show` would.
+#[test]
+fn config_check_redacts_the_secrets_of_a_table_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "c.toml",
+        "[endpoints.\"my orders\"]\nurl = \"https://r.example/hooks?token=URL-SECRET\"\n\
+         secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         headers = { Authorization = \"Bearer HEADER-SECRET\", X-Plain = \"shown\" }\n",
+    );
+    let out = hookrelay(&["config", "check", "-c", &file], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("endpoints.my orders"), "{err}");
+    assert!(err.contains("X-Plain = \"shown\""), "{err}");
+    for secret in ["URL-SECRET", "MfKQ9r8", "HEADER-SECRET"] {
+        assert!(!err.contains(secret), "{secret} in {err}");
+    }
+    // The same through the environment, naming the headers table.
+    let out = hookrelay(
+        &["config", "check"],
+        &[
+            ("HOOKRELAY_ENDPOINTS__T__URL", "https://r.example/t"),
+            (
+                "HOOKRELAY_ENDPOINTS__T__HEADERS",
+                "{ Authorization = \"Bearer ENV-SECRET\", \"X Bad\" = \"1\" }",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("endpoints.t.headers"), "{err}");
+    assert!(!err.contains("ENV-SECRET"), "{err}");
+}
