@@ -682,11 +682,13 @@ impl RawConfig {
             if egress.mode == Mode::Enforce
                 && let Err(denied) = egress.check_url(&url)
             {
+                let fix = match denied {
+                    crate::egress::EgressDenied::NotHttps => "use an https:// URL",
+                    _ => "open it with egress.allow_cidrs or egress.allow_hosts",
+                };
                 return Err(invalid(
                     format!("{key}.url"),
-                    format!(
-                        "the egress guard denies it ({denied}); open it with egress.allow_cidrs or egress.allow_hosts"
-                    ),
+                    format!("the egress guard denies it ({denied}); {fix}"),
                 ));
             }
             let mut headers = Vec::new();
@@ -970,6 +972,25 @@ mod tests {
         assert!(!c.admin.metrics_public);
         assert_eq!(c.admin.max_batch, 1000);
         assert_eq!(c.log, crate::logs::LogConfig::default());
+    }
+
+    /// An endpoint the egress guard would refuse is a configuration error whose advice fits
+    /// the refusal.
+    #[test]
+    fn an_endpoint_the_egress_guard_refuses_says_how_to_open_it() {
+        let file = "[endpoints.local]\nurl = \"http://127.0.0.1:9/x\"\n";
+        let err = load(file, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("open it with egress.allow_cidrs or egress.allow_hosts"),
+            "{err}"
+        );
+        let open = ("HOOKRELAY_EGRESS__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
+        assert!(load(file, &[open]).is_ok());
+        let err = load(file, &[open, ("HOOKRELAY_EGRESS__HTTPS_ONLY", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use an https:// URL"), "{err}");
+        assert!(!err.contains("allow_cidrs"), "{err}");
     }
 
     #[test]
