@@ -316,9 +316,8 @@ fn is_loopback_url(url: &str) -> bool {
     }
 }
 
-/// `--json` prints the value as the API gave it; otherwise `human` renders it.
-/// The answer printed as JSON (`--json`) or for people, once it has the fields the command
-/// reads: a 2xx JSON answer of another shape (a wrong `--admin-url`) is an error, not a pause or
+/// The answer printed as the API gave it (`--json`) or rendered by `human`, once it has the
+/// fields the command reads: a 2xx JSON answer of another shape (a wrong `--admin-url`) is an error, not a pause or
 /// a cancel that seemed to happen.
 fn output(
     a: &AdminArgs,
