@@ -63,8 +63,7 @@ pub enum Command {
         /// Pause only this destination, as `host:port`.
         #[arg(long)]
         host: Option<String>,
-        /// Why: shown by `status` for a global pause; for a host's, by `status --json` and
-        /// the API.
+        /// Why: shown by `status` (a host's cut to 40 characters) and the API.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]

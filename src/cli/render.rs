@@ -395,7 +395,17 @@ pub fn status(stats: &Value, hosts: &Value, health: &Value, pause: Option<&Value
 fn host_state(h: &Value, globally_paused: bool) -> String {
     let mut parts = Vec::new();
     if h["paused"] == true {
-        parts.push("paused".to_string());
+        // Its reason, cut short to keep the table readable (`status --json` has it whole).
+        parts.push(match h["pause_reason"].as_str() {
+            Some(r) if r.chars().count() > 40 => {
+                format!(
+                    "paused: {}…",
+                    one_line(&r.chars().take(40).collect::<String>())
+                )
+            }
+            Some(r) => format!("paused: {}", one_line(r)),
+            None => "paused".to_string(),
+        });
     } else if globally_paused {
         parts.push("held by the global pause".to_string());
     }
@@ -531,6 +541,8 @@ mod tests {
              "next_probe_at": "2026-11-29T05:00:00.000Z", "rate_limit": "20/s"},
             {"host": "c:443", "pending": 1, "in_progress": 0, "paused": true, "circuit": "closed",
              "retry_after_until": "2026-11-29T05:01:00.000Z", "held_for_disabled_endpoint": 1},
+            {"host": "d:443", "pending": 0, "in_progress": 0, "paused": true, "circuit": "closed",
+             "pause_reason": "receiver migrating\nto the new cluster, back at noon (ops ticket 42)"},
         ]});
         let health = serde_json::json!({"hosts": [], "disabled_endpoints": ["gone"]});
         let text = status(&stats, &hosts, &health, None);
@@ -556,6 +568,10 @@ mod tests {
                 "paused; Retry-After until 2026-11-29T05:01:00.000Z; 1 held for a disabled endpoint"
             ),
             "{c}"
+        );
+        assert!(
+            line("d:443").contains("paused: receiver migrating\\nto the new cluster, b…"),
+            "{text}"
         );
 
         // Under the global pause: since when and why, and every host held by it.
