@@ -242,7 +242,9 @@ impl Deliverer {
         };
         let classification = classify::classify(&outcome);
         let decision = classify::decide(&outcome, number, policy, fastrand::f64());
-        let finished = started_at + clock::duration_ms(duration);
+        // Read now, not added to the start: a retry waits its backoff on the clock the
+        // scheduler uses, even if that stepped back while the request was out.
+        let finished = clock::now_ms();
         let gone = endpoint.filter(|_| classify::disables_endpoint(&outcome));
         let next = match decision {
             // A 410 from a named endpoint: the delivery is held, not failed, while its retry

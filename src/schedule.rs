@@ -212,9 +212,8 @@ pub struct Queue {
     paced: HashMap<Host, u64>,
     /// `paced.len()` after its last sweep.
     paced_swept: usize,
-    /// Hosts whose holds a clock step moved, with their new view, for the admin's health view
-    /// (`take_restated`).
-    restated: Vec<(Host, HostHealthView)>,
+    /// Hosts whose holds a clock step moved, for the admin's health view (`take_restated`).
+    restated: Vec<Host>,
     /// How far the clock stepped back since `take_step` was last called, for the times kept
     /// outside the queue (held and withdrawn deliveries).
     stepped_back: u64,
@@ -541,7 +540,7 @@ impl Queue {
                 moved = true;
             }
             if moved {
-                self.restated.push((host.clone(), view(hq)));
+                self.restated.push(host.clone());
             }
         }
         let back_us = back.saturating_mul(1_000);
@@ -560,9 +559,17 @@ impl Queue {
     }
 
     /// The hosts whose holds moved since the last call (the clock stepped back), with their
-    /// views as they are now, so the admin's health view shows the times the queue keeps.
+    /// views as they are when this is called (an event handled since may have changed them
+    /// again), so the admin's health view shows the times the queue keeps. A host forgotten
+    /// since is left out.
     pub fn take_restated(&mut self) -> Vec<(Host, HostHealthView)> {
         std::mem::take(&mut self.restated)
+            .into_iter()
+            .filter_map(|host| {
+                let view = view(self.hosts.get(&host)?);
+                Some((host, view))
+            })
+            .collect()
     }
 
     /// Forgets the pacing of hosts that are no longer queued and whose pace has caught up with
@@ -1774,6 +1781,40 @@ mod tests {
         // The retry due since before the step goes first, then the new webhook.
         assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(2)));
         assert_eq!(q.pop_due(back + 60_000).map(|x| x.0), Some(Id(5)));
+    }
+
+    /// The health view restated after a step is the host's view when it is published: an
+    /// event handled between (a success closing the circuit) is not undone by it.
+    #[test]
+    fn a_restated_view_is_the_hosts_latest() {
+        let policy = BreakerPolicy {
+            threshold: 1,
+            probe_interval_ms: 30_000,
+        };
+        let mut q = Queue::new(8).with_breaker(policy);
+        let now = 10_000_000;
+        q.push("h:80", now, Id(1));
+        q.push("h:80", now, Id(2));
+        let (_, host) = q.pop_due(now).unwrap();
+        q.pop_due(now).unwrap();
+        let failed = HostReport {
+            signal: HostSignal::Failed,
+            ..HostReport::NEUTRAL
+        };
+        q.release(&host, failed, now);
+        assert!(matches!(q.circuit("h:80"), Some(Circuit::Open { .. })));
+        // The clock steps back; the release that notices it is the other attempt's success.
+        let back = now - 3_600_000;
+        let healthy = HostReport {
+            signal: HostSignal::Healthy,
+            ..SENT
+        };
+        q.release(&host, healthy, back);
+        let closed = q.circuit("h:80");
+        assert!(matches!(closed, Some(Circuit::Closed { .. })), "{closed:?}");
+        let restated = q.take_restated();
+        assert_eq!(restated.len(), 1, "{restated:?}");
+        assert!(!restated[0].1.circuit.is_open(), "{restated:?}");
     }
 
     /// Work queued when the clock steps back keeps the time it had left: what was due is still
