@@ -7,11 +7,13 @@
 //! - a request's head must arrive within 30 s, which also closes a kept-alive connection idle
 //!   that long;
 //! - a request's body must arrive whole within 30 s of its head (`DeadlineBody`): a body cut
-//!   short is an error for the handler, answered `400 bad_request`.
+//!   short is an error for the handler, answered `400 bad_request`;
+//! - a client that stops reading its answer for 30 s loses its connection (`StallLimit`).
 //!
 //! ([`Limits::DEFAULT`]; the tests use shorter ones.)
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,16 +27,19 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// How many connections, and how long for a request's head and body.
+/// How many connections, how long for a request's head and body, and how long an answer may
+/// wait for the client to read it.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub head_timeout: Duration,
     pub body_timeout: Duration,
+    pub write_stall: Duration,
 }
 
 impl Limits {
@@ -42,6 +47,7 @@ impl Limits {
         max_connections: 256,
         head_timeout: Duration::from_secs(30),
         body_timeout: Duration::from_secs(30),
+        write_stall: Duration::from_secs(30),
     };
 }
 
@@ -60,6 +66,7 @@ pub async fn serve(
         max_connections,
         head_timeout,
         body_timeout,
+        write_stall,
     } = limits;
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -100,6 +107,11 @@ pub async fn serve(
                     })
                 })
             });
+        let stream = StallLimit {
+            inner: stream,
+            stall: write_stall,
+            timer: None,
+        };
         let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -111,6 +123,80 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(STOP_GRACE) => {}
+    }
+}
+
+/// A connection whose writes may wait for the client at most `stall` at a time: a client that
+/// asks for an answer and never reads it would otherwise hold its connection (and its place
+/// among `max_connections`) for ever.
+struct StallLimit<S> {
+    inner: S,
+    stall: Duration,
+    /// Running while a write waits for the client.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallLimit<S> {
+    fn limit<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.timer = None;
+            return r;
+        }
+        let stall = self.stall;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.limit(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.limit(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.limit(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.limit(cx, r)
     }
 }
 
@@ -169,15 +255,22 @@ mod tests {
         max_connections: 2,
         head_timeout: Duration::from_millis(300),
         body_timeout: Duration::from_millis(300),
+        write_stall: Duration::from_millis(300),
     };
 
     async fn started() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route(
-            "/echo",
-            post(|body: String| async move { format!("got {}", body.len()) }),
-        );
+        let app = Router::new()
+            .route(
+                "/echo",
+                post(|body: String| async move { format!("got {}", body.len()) }),
+            )
+            // An answer larger than the socket buffers hold.
+            .route(
+                "/big",
+                axum::routing::get(|| async { "x".repeat(64 << 20) }),
+            );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(
             listener,
@@ -259,6 +352,30 @@ mod tests {
             start.elapsed()
         );
         drop(idle);
+    }
+
+    /// A client that asks for a large answer and never reads it loses its connection, and its
+    /// place goes to the next client.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_loses_its_connection() {
+        let (addr, _stop) = started().await;
+        let mut stalled = Vec::new();
+        for _ in 0..SHORT.max_connections {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            stalled.push(s);
+        }
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        next.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na",
+        )
+        .await
+        .unwrap();
+        let answer = read_until_closed(&mut next, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        drop(stalled);
     }
 
     #[tokio::test]
