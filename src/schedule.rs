@@ -1063,8 +1063,12 @@ impl Scheduler {
                     self.note_clock();
                     match batch {
                         Some(batch) => {
+                            // A new delivery (ingested, replayed, an event) is due when it is
+                            // made: at most now, so one made before a clock step back and
+                            // announced after the queue moved for it is not held by the step.
+                            let now = clock::now_ms();
                             for e in batch {
-                                self.push(&e.host, e.next_at, e.id);
+                                self.push(&e.host, e.next_at.min(now), e.id);
                             }
                         }
                         // The writer is gone: nothing new will arrive; finish what is in flight.
