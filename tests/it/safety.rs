@@ -649,6 +649,9 @@ async fn over_max_pending_ingest_answers_503_overloaded_until_the_backlog_drains
         "[store]\nmax_pending = 3\n[retry]\ninitial_delay = \"300ms\"\nmax_delay = \"1s\"\nmax_attempts = 2\njitter = 0.0\n",
     )
     .await;
+    // Each of the three fails twice, 300 ms apart, before there is room again: at least that
+    // long from their first attempts, which come after this.
+    let started = Instant::now();
     for i in 0..3 {
         let (status, _) = sidecar
             .send(&receiver.url(&format!("/{i}")), "{}", None)
@@ -675,13 +678,16 @@ async fn over_max_pending_ingest_answers_503_overloaded_until_the_backlog_drains
     let json: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(json["error"]["code"], "overloaded");
     // The three fail after two attempts each; then there is room again.
-    let started = Instant::now();
     wait_for("ingest to accept again", || async {
         let (status, _) = sidecar.send(&receiver.url("/later"), "{}", None).await;
         (status == 202).then_some(())
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
