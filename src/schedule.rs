@@ -1060,13 +1060,12 @@ impl Scheduler {
             tokio::select! {
                 batch = self.enqueued_rx.recv(), if !writer_gone => {
                     woke = std::time::Instant::now();
-                    self.note_clock();
+                    let now = self.note_clock();
                     match batch {
                         Some(batch) => {
                             // A new delivery (ingested, replayed, an event) is due when it is
                             // made: at most now, so one made before a clock step back and
                             // announced after the queue moved for it is not held by the step.
-                            let now = clock::now_ms();
                             for e in batch {
                                 self.push(&e.host, e.next_at.min(now), e.id);
                             }
@@ -1138,10 +1137,12 @@ impl Scheduler {
     }
 
     /// Tells the queue the time before an event is handled (see `Queue::observe`), and moves
-    /// the times kept outside it when the clock stepped back.
-    fn note_clock(&mut self) {
-        self.queue.observe(clock::now_ms());
+    /// the times kept outside it when the clock stepped back. That time.
+    fn note_clock(&mut self) -> u64 {
+        let now = clock::now_ms();
+        self.queue.observe(now);
         self.shift_kept_times();
+        now
     }
 
     /// After a step back seen by the queue: held and withdrawn deliveries move as it did.

@@ -283,6 +283,10 @@ mod tests {
         (addr, stop_tx)
     }
 
+    /// A whole request for `/echo`, asking for the connection to close after the answer.
+    const ECHO_ONE: &[u8] =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na";
+
     /// Everything the server sends until it closes the connection, within `within`.
     async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
         let mut got = Vec::new();
@@ -291,6 +295,13 @@ mod tests {
             .expect("the server did not close the connection")
             .unwrap();
         String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Sends `raw` on a new connection and reads the answer until the server closes it.
+    async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        read_until_closed(&mut s, Duration::from_secs(10)).await
     }
 
     #[tokio::test]
@@ -310,20 +321,18 @@ mod tests {
     #[tokio::test]
     async fn a_body_cut_short_is_refused_when_its_deadline_passes() {
         let (addr, _stop) = started().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        let answer = exchange(
+            addr,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         // A whole body within the deadline is served as usual.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(
+        let answer = exchange(
+            addr,
             b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
         )
-        .await
-        .unwrap();
-        let answer = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("got 3"), "{answer}");
     }
@@ -338,12 +347,7 @@ mod tests {
         ];
         // Accepted in order: the two idle ones hold both places.
         let start = Instant::now();
-        let mut third = TcpStream::connect(addr).await.unwrap();
-        third
-            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut third, Duration::from_secs(10)).await;
+        let answer = exchange(addr, ECHO_ONE).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         // Served only once the idle two were closed by their head timeout.
         assert!(
@@ -367,13 +371,7 @@ mod tests {
                 .unwrap();
             stalled.push(s);
         }
-        let mut next = TcpStream::connect(addr).await.unwrap();
-        next.write_all(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na",
-        )
-        .await
-        .unwrap();
-        let answer = read_until_closed(&mut next, Duration::from_secs(10)).await;
+        let answer = exchange(addr, ECHO_ONE).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         drop(stalled);
     }
